@@ -1,0 +1,156 @@
+"""The ``gradlab`` command: thin commands that parse, validate, call the library and render.
+
+Heavy libraries (torch, pandas) are imported inside the commands that need them, so
+``gradlab --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import gradlab
+
+app = typer.Typer(
+    name="gradlab",
+    help="Study what happens when you edit gradients during training.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Experiment config (YAML).", show_default=False, dir_okay=False)
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. [bold]--set optim.lr=0.1[/]; the value is parsed as "
+        "YAML. Repeatable.",
+        show_default=False,
+    ),
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn gradlab's user-facing errors into one line on stderr and their exit code."""
+    from gradlab.errors import GradlabError
+
+    try:
+        yield
+    except GradlabError as exc:
+        from gradlab.render import print_error
+
+        print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradlab {gradlab.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Study what happens when you edit gradients during training."""
+
+
+def _overrides(sets: list[str] | None, **named: object) -> list[str]:
+    overrides = list(sets or [])
+    for key, value in named.items():
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # JSON is YAML: strings stay strings
+    return overrides
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    set_: SetOption = None,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where run folders are created.")
+    ] = Path("runs"),
+    name: Annotated[
+        str | None, typer.Option(help="Run name (overrides `name`).", show_default=False)
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="auto, cpu, cuda, cuda:N or mps (overrides `train.device`).", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (overrides `seed`).", show_default=False)
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar; print only the run folder.")
+    ] = False,
+) -> None:
+    """Train one experiment and write its run folder under [bold]runs/[/].
+
+    Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 130 interrupted.
+    """
+    from gradlab.config import load_config
+
+    with user_errors():
+        cfg = load_config(
+            config, _overrides(set_, name=name, seed=seed, **{"train.device": device})
+        )
+        from gradlab import render
+        from gradlab.train import train as run_training
+
+        if quiet:
+            result = run_training(cfg, runs_dir)
+            typer.echo(str(result.path))
+        else:
+            with render.TrainingProgress(cfg.name) as progress:
+                result = run_training(cfg, runs_dir, on_progress=progress)
+            render.print_run_summary(result.path, result.summary)
+    status = result.summary["status"]
+    if status == "failed":
+        from gradlab.render import print_error
+
+        print_error(
+            f"the run failed: {result.summary.get('error')} (traceback in {result.path}/traceback.txt)"
+        )
+    raise typer.Exit(EXIT_CODES[status])
+
+
+@app.command()
+def validate(config: ConfigArg, set_: SetOption = None) -> None:
+    """Check a config and print it fully resolved (defaults filled in); creates nothing."""
+    from gradlab.config import load_config
+
+    with user_errors():
+        cfg = load_config(config, _overrides(set_))
+    typer.echo(cfg.to_yaml(), nl=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="gradlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

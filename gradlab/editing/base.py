@@ -1,0 +1,107 @@
+"""The strategy interface: parameters, targeting, schedule and per-step statistics.
+
+An edit sees the gradients as a mapping from parameter name to tensor (whichever engine
+made them), changes them in place, and returns its statistics as 0-dim tensors on the
+training device, so the loop never waits for the device inside a step.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gradlab.config import PARAMETER_NAMES
+
+Tensors = dict[str, torch.Tensor]
+
+
+class EditParams(BaseModel):
+    """Parameters every edit accepts: which tensors it targets and when it is active."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+    type: str
+    """The strategy's registered name."""
+    params: list[str] = ["*"]
+    """Glob patterns over parameter names (fc1.weight, fc1.bias, fc2.weight, fc2.bias)."""
+    start_step: int = Field(0, ge=0)
+    """First step at which the edit is active (steps count from 1)."""
+    end_step: int | None = Field(None, ge=1)
+    """First step at which it is no longer active (exclusive); null = never ends."""
+    every: int = Field(1, ge=1)
+    """Active every k steps, counted from `start_step`."""
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _one_pattern_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("params")
+    @classmethod
+    def _patterns_match(cls, patterns: list[str]) -> list[str]:
+        if not patterns:
+            raise ValueError("needs at least one pattern")
+        for pattern in patterns:
+            if not fnmatch.filter(PARAMETER_NAMES, pattern):
+                raise ValueError(
+                    f"pattern {pattern!r} matches no parameter; parameters: "
+                    + ", ".join(PARAMETER_NAMES)
+                )
+        return patterns
+
+    @model_validator(mode="after")
+    def _check_window(self) -> EditParams:
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise ValueError("end_step must be greater than start_step")
+        return self
+
+
+class Edit:
+    """A gradient-editing strategy. Subclasses set the class attributes and :meth:`edit`.
+
+    Attributes:
+        name: registered name (the ``type`` in a config).
+        family: clipping, masking, perturbation or replacement.
+        summary: one line for ``gradlab strategies``.
+        Params: the pydantic model of its parameters (subclass of :class:`EditParams`).
+        stats: names of the statistics :meth:`edit` returns, besides ``changed``.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Params: ClassVar[type[EditParams]] = EditParams
+    stats: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: EditParams, names: list[str], generator: torch.Generator) -> None:
+        self.params = params
+        self.generator = generator
+        self.targets = [
+            name for name in names if any(fnmatch.fnmatch(name, p) for p in params.params)
+        ]
+
+    def active(self, step: int) -> bool:
+        """Whether the schedule switches this edit on at ``step`` (counted from 1)."""
+        p = self.params
+        if step < p.start_step or (p.end_step is not None and step >= p.end_step):
+            return False
+        return (step - p.start_step) % p.every == 0
+
+    def setup(self, weights: Tensors) -> None:
+        """Called once before training with the targeted parameters (for fixed state)."""
+
+    def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
+        """Change ``grads`` (the targeted gradients) in place and return statistics.
+
+        Returns:
+            0-dim tensors named as in :attr:`stats`, plus ``changed`` (1.0 when the
+            gradient was modified this step, else 0.0).
+        """
+        raise NotImplementedError
+
+    def stat_columns(self, position: int) -> list[str]:
+        """Column names in steps.csv: ``edit<position>.<name>.<stat>``."""
+        return [f"edit{position}.{self.name}.{stat}" for stat in (*self.stats, "changed")]

@@ -1,0 +1,135 @@
+"""Seeds, devices, mixed precision, Ctrl-C, and the description of the machine a run used."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import threading
+
+import numpy as np
+import torch
+
+import gradlab
+from gradlab.errors import ConfigError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) from the run's ``seed``: the one place."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device must exist on this machine."""
+    mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_ok else "cpu")
+    if spec.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(
+                f"train.device: {spec} is not available (this machine has {have}); use auto or cpu"
+            )
+        return torch.device("cuda", index)
+    if spec == "mps" and not mps_ok:
+        raise ConfigError("train.device: mps is not available on this machine; use auto or cpu")
+    return torch.device(spec)
+
+
+def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """The autocast dtype (None = off) and whether a GradScaler is used.
+
+    ``auto`` = fp16 with a GradScaler on CUDA, off elsewhere; ``fp16`` always uses a
+    GradScaler (on the CPU too, which is how the AMP path is tested without a GPU).
+    """
+    if mode == "auto":
+        mode = "fp16" if device.type == "cuda" else "off"
+    if mode == "fp16":
+        return torch.float16, True
+    if mode == "bf16":
+        return torch.bfloat16, False
+    return None, False
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def git_commit(cwd: str | None = None) -> dict[str, object] | None:
+    """The commit of the working directory's git checkout and whether it has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return platform.processor() or platform.machine() or "cpu"
+    return device.type
+
+
+def describe_environment(device: torch.device, amp_dtype: torch.dtype | None, scaler: bool) -> dict:
+    """Versions, host, device and AMP mode, for meta.json."""
+    return {
+        "gradlab_version": gradlab.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "git": git_commit(os.getcwd()),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "amp": {
+            "dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
+            "grad_scaler": scaler,
+        },
+    }
+
+
+class SigintFlag:
+    """Within ``with``: the first Ctrl-C only sets :attr:`raised` (the loop finishes its step
+    and stops cleanly); a second one raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __enter__(self) -> SigintFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

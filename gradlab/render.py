@@ -1,0 +1,93 @@
+"""Terminal output: progress bars, summaries and errors. The only module besides the CLI
+that imports rich."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_error(message: str) -> None:
+    """One line on stderr: ``error: <message>``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+class TrainingProgress:
+    """A rich progress bar fed by the training loop's ``on_progress`` callback."""
+
+    def __init__(self, name: str) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("step {task.completed}/{task.total} ep {task.fields[epoch]}"),
+            TextColumn("loss {task.fields[loss]} acc {task.fields[acc]}"),
+            TextColumn("{task.fields[rate]} steps/s"),
+            TextColumn("eta"),
+            TimeRemainingColumn(compact=True),
+            console=err_console,
+            transient=False,
+        )
+        self._started = False
+        self._task = self._progress.add_task(
+            name, total=None, epoch="-", loss="-", acc="-", rate="-"
+        )
+
+    def __enter__(self) -> TrainingProgress:
+        return self  # the bar appears with the first report, after setup has succeeded
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._started:
+            self._progress.stop()
+
+    def __call__(self, p: Any) -> None:
+        if not self._started:
+            self._progress.start()
+            self._started = True
+        self._progress.update(
+            self._task,
+            completed=p.step,
+            total=p.total_steps,
+            epoch=p.epoch,
+            loss=f"{p.loss:.4f}",
+            acc=f"{p.accuracy:.3f}",
+            rate=f"{p.steps_per_second:,.0f}",
+        )
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
+    """The short table printed when a run ends, with its folder."""
+    status = summary["status"]
+    colour = {"completed": "green", "interrupted": "yellow"}.get(status, "red")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("status", f"[{colour}]{status}[/]")
+    table.add_row("steps", f"{summary['steps']} ({summary['epochs']} epochs)")
+    table.add_row("final train loss", _fmt(summary.get("final_train_loss"), ".4f"))
+    table.add_row(
+        "test accuracy",
+        f"{_fmt(summary.get('final_test_accuracy'), '.4f')} "
+        f"(best {_fmt(summary.get('best_test_accuracy'), '.4f')})",
+    )
+    if summary.get("skipped_steps"):
+        table.add_row("AMP skipped steps", str(summary["skipped_steps"]))
+    if "diverged_step" in summary:
+        table.add_row("diverged at step", str(summary["diverged_step"]))
+    if "error" in summary:
+        table.add_row("error", summary["error"])
+    table.add_row(
+        "wall time",
+        f"{summary['wall_seconds']:.2f} s ({_fmt(summary.get('steps_per_second'), ',.0f')} steps/s)",
+    )
+    console.print(table)
+    console.print(f"[dim]run folder[/]        {path}", soft_wrap=True, highlight=False)

@@ -1,0 +1,318 @@
+"""The training loop: one explicit function that reads top to bottom.
+
+batch -> forward -> loss -> scaled backward -> unscale -> gradient norms -> **edit** ->
+optimizer step -> scaler update -> log. Per-step metrics stay on the training device in a
+preallocated buffer and are written to ``steps.csv`` every ``train.flush_every`` steps (and at
+least once a second), so no step waits for the device.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gradlab.config import Config
+from gradlab.data import Dataset, batch_order, load_dataset
+from gradlab.editing import EditPipeline
+from gradlab.environment import (
+    SigintFlag,
+    describe_environment,
+    now_iso,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+)
+from gradlab.model import TwoLayerNet
+from gradlab.optim import SGD
+from gradlab.runlog import RunWriter
+
+FINAL_LOSS_WINDOW = 20  # final_train_loss = mean batch loss over the last 20 steps
+
+
+@dataclass
+class Progress:
+    """What the loop reports to a progress display at each flush."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    accuracy: float
+    steps_per_second: float
+    test_accuracy: float | None
+
+
+@dataclass
+class RunResult:
+    path: Path
+    summary: dict[str, Any]
+
+
+def step_columns(param_names: list[str], edit_columns: list[str]) -> list[str]:
+    """The columns of steps.csv, in order (documented in the README)."""
+    return [
+        "step",
+        "epoch",
+        "lr",
+        "loss",
+        "accuracy",
+        "grad_norm",
+        "grad_norm_after",
+        *(f"grad_norm.{name}" for name in param_names),
+        "skipped",
+        *edit_columns,
+        "elapsed_s",
+    ]
+
+
+def learning_rate(cfg_optim, step: int, total_steps: int) -> float:
+    """The learning rate for ``step`` (counted from 1) under the configured schedule."""
+    lr = cfg_optim.lr
+    if cfg_optim.schedule == "step":
+        return lr * cfg_optim.gamma ** ((step - 1) // cfg_optim.step_size)
+    if cfg_optim.schedule == "cosine":
+        progress = (step - 1) / max(1, total_steps - 1)
+        return cfg_optim.min_lr + (lr - cfg_optim.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return lr
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, amp_dtype
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over ``(x, y)``, in large batches."""
+    total_loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(xb)
+        total_loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    n = max(1, len(x))
+    return total_loss.item() / n, correct.item() / n
+
+
+def train(
+    config: Config,
+    runs_dir: str | Path = "runs",
+    on_progress: Callable[[Progress], None] | None = None,
+    command: list[str] | None = None,
+    data: Dataset | None = None,
+) -> RunResult:
+    """Train ``config`` and write its run folder under ``runs_dir``.
+
+    Everything that can fail on bad input (device, AMP mode, dataset) is resolved before the
+    run folder is created, so a bad input leaves nothing behind.
+
+    Args:
+        config: the validated experiment.
+        runs_dir: where the run folder is created.
+        on_progress: called with a :class:`Progress` each time metrics are flushed.
+        command: the command line to record in meta.json.
+        data: an already loaded dataset on the right device (skips loading).
+
+    Returns:
+        The run folder and its summary (``status`` is completed, interrupted, failed or
+        diverged; a failed run's summary holds the error message).
+    """
+    started = now_iso()
+    device = resolve_device(config.train.device)
+    amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+    seed_everything(config.seed)
+    if data is None:
+        data = load_dataset(config.data, device)
+
+    # ---- model, optimizer, scaler, edits
+    model = TwoLayerNet(config.model).to(device)
+    weights = dict(model.named_parameters())
+    names = list(weights)
+    opt = config.optim
+    optimizer = SGD(weights, opt)
+    scaler = torch.amp.GradScaler(
+        device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
+    )
+    pipeline = EditPipeline(config.edit, names, config.seed, device)
+    pipeline.setup(weights)
+    data_order = torch.Generator().manual_seed(config.seed)
+
+    n_train = len(data.train_x)
+    steps_per_epoch = math.ceil(n_train / opt.batch_size)
+    total_steps = opt.max_steps or opt.epochs * steps_per_epoch
+    eval_every = config.train.eval_every
+
+    # ---- run folder
+    columns = step_columns(names, pipeline.columns)
+    meta = describe_environment(device, amp_dtype, use_scaler)
+    meta.update(
+        dataset=data.info,
+        command=command if command is not None else sys.argv,
+        started=started,
+        seed=config.seed,
+        experiment_hash=config.experiment_hash(),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
+    run = RunWriter.create(runs_dir, config.name, config.to_yaml(), meta, columns)
+
+    # ---- metric buffers: device values of each step, flushed in batches
+    n_device_cols = len(columns) - 4  # all but step, epoch, lr, elapsed_s
+    capacity = config.train.flush_every
+    buffer = torch.zeros((capacity, n_device_cols), device=device)
+    host_rows: list[tuple[int, int, float, float]] = []  # step, epoch, lr, elapsed_s
+    zero = torch.zeros((), device=device)
+    recent_losses: deque[float] = deque(maxlen=FINAL_LOSS_WINDOW)
+    evals: list[tuple[int, float, float]] = []
+    state = {"diverged_step": None, "skipped": 0}
+
+    def flush() -> None:
+        if not host_rows:
+            return
+        values = buffer[: len(host_rows)].tolist()
+        rows = []
+        for (step, epoch, lr, elapsed), row in zip(host_rows, values, strict=True):
+            rows.append([step, epoch, lr, *row, elapsed])
+            loss, grad_norm, skipped = row[0], row[2], row[4 + len(names)]
+            state["skipped"] += int(skipped)
+            if state["diverged_step"] is None and not (
+                math.isfinite(loss) and (use_scaler or math.isfinite(grad_norm))
+            ):
+                state["diverged_step"] = step
+            recent_losses.append(loss)
+        run.steps.append(rows)
+        if on_progress is not None:
+            last_step, last_epoch, _, elapsed = host_rows[-1]
+            on_progress(
+                Progress(
+                    step=last_step,
+                    total_steps=total_steps,
+                    epoch=last_epoch,
+                    loss=values[-1][0],
+                    accuracy=values[-1][1],
+                    steps_per_second=last_step / elapsed if elapsed > 0 else 0.0,
+                    test_accuracy=evals[-1][2] if evals else None,
+                )
+            )
+        host_rows.clear()
+
+    def run_eval(step: int, epoch: int) -> None:
+        model.eval()
+        loss, accuracy = evaluate(
+            model, data.test_x, data.test_y, config.train.eval_batch_size, amp_dtype
+        )
+        model.train()
+        evals.append((step, loss, accuracy))
+        run.evals.append([[step, epoch, loss, accuracy, time.perf_counter() - t0]])
+
+    # ---- the loop
+    status, error, step, epoch = "completed", None, 0, 0
+    sigint = SigintFlag()
+    t0 = last_flush = time.perf_counter()
+    try:
+        with sigint:
+            while step < total_steps and status == "completed":
+                epoch += 1
+                for idx in batch_order(n_train, opt.batch_size, data_order, device):
+                    step += 1
+                    lr = learning_rate(opt, step, total_steps)
+                    optimizer.lr = lr
+                    xb, yb = data.train_x[idx], data.train_y[idx]
+
+                    with torch.autocast(
+                        device.type, dtype=amp_dtype, enabled=amp_dtype is not None
+                    ):
+                        logits = model(xb)
+                    loss = F.cross_entropy(logits.float(), yb)
+                    optimizer.zero_grad()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # edits and norms see the true gradients
+
+                    grads = {name: weights[name].grad for name in names}
+                    param_norms = torch._foreach_norm(list(grads.values()))
+                    grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
+                    skipped = (~torch.isfinite(grad_norm)).float() if use_scaler else zero
+                    edit_stats = pipeline.apply(grads, weights, step)  # the edit
+                    grad_norm_after = (
+                        torch.linalg.vector_norm(
+                            torch.stack(torch._foreach_norm(list(grads.values())))
+                        )
+                        if len(pipeline)
+                        else grad_norm
+                    )
+                    scaler.step(optimizer)  # skipped by the scaler when a gradient overflowed
+                    scaler.update()
+
+                    accuracy = (logits.argmax(1) == yb).float().mean()
+                    slot = len(host_rows)
+                    torch.stack(
+                        [
+                            loss.detach(),
+                            accuracy,
+                            grad_norm,
+                            grad_norm_after,
+                            *param_norms,
+                            skipped,
+                            *edit_stats,
+                        ],
+                        out=buffer[slot],
+                    )
+                    now = time.perf_counter()
+                    host_rows.append((step, epoch, lr, now - t0))
+                    if slot + 1 == capacity or now - last_flush > 1.0:
+                        flush()
+                        last_flush = now
+                        if state["diverged_step"] is not None:
+                            status = "diverged"
+                    if status == "completed" and (
+                        (eval_every and step % eval_every == 0)
+                        or (not eval_every and step % steps_per_epoch == 0 and step < total_steps)
+                    ):
+                        run_eval(step, epoch)
+                    if sigint.raised:
+                        status = "interrupted"
+                    if step >= total_steps or status != "completed":
+                        break
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except Exception as exc:  # a bug or an environment failure: record it with the run
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        import traceback
+
+        (run.path / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    finally:
+        flush()
+    if status == "completed" and state["diverged_step"] is not None:
+        status = "diverged"
+    if status in ("completed", "interrupted") and step > 0 and (not evals or evals[-1][0] != step):
+        run_eval(step, epoch)
+    wall = time.perf_counter() - t0
+
+    summary: dict[str, Any] = {
+        "status": status,
+        "steps": step,
+        "epochs": round(step / steps_per_epoch, 4),
+        "final_test_accuracy": evals[-1][2] if evals else None,
+        "best_test_accuracy": max(e[2] for e in evals) if evals else None,
+        "final_test_loss": evals[-1][1] if evals else None,
+        "final_train_loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
+        "skipped_steps": state["skipped"],
+        "wall_seconds": round(wall, 4),
+        "steps_per_second": round(step / wall, 2) if wall > 0 else None,
+    }
+    if status == "diverged":
+        summary["diverged_step"] = state["diverged_step"]
+    if error:
+        summary["error"] = error
+    run.write_meta({"ended": now_iso()})
+    run.write_summary(summary)
+    run.close()
+    return RunResult(path=run.path, summary=summary)

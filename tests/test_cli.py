@@ -1,0 +1,187 @@
+"""The command line: happy paths and every kind of bad input (one line, exit 2, no folder)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny
+from typer.testing import CliRunner
+
+from gradlab import __version__
+from gradlab.cli import app
+
+runner = CliRunner()
+
+
+def write_config(folder: Path, raw, name: str = "c.yaml") -> Path:
+    path = folder / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return path
+
+
+def test_train_prints_the_run_folder_and_writes_it(tmp_path: Path):
+    config = write_config(tmp_path, tiny())
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(config),
+            "--runs-dir",
+            str(runs),
+            "--set",
+            "optim.lr=0.05",
+            "--name",
+            "123",
+            "--seed",
+            "7",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    assert run.name.startswith("123-") and str(run) in result.stdout.replace("\n", "")
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["optim"]["lr"] == 0.05 and resolved["seed"] == 7 and resolved["name"] == "123"
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_quiet_prints_only_the_folder(tmp_path: Path):
+    config = write_config(tmp_path, tiny())
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0
+    assert Path(result.stdout.strip()).is_dir()
+
+
+def test_validate_prints_the_resolved_config_and_creates_nothing(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path, {"data": {"name": "mnist-sample"}})
+    result = runner.invoke(app, ["validate", str(config), "--set", "optim.epochs=3"])
+    assert result.exit_code == 0
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["optim"]["epochs"] == 3 and resolved["model"]["hidden"] == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"gradlab {__version__}"
+
+
+def test_help_does_not_import_torch_or_pandas():
+    code = (
+        "import sys; from gradlab.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'pandas' in sys.modules)"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False False"), out.stdout
+    assert "train" in out.stdout and "validate" in out.stdout
+    print(f"gradlab --help took {time.perf_counter() - start:.2f} s")  # a figure, not a test
+
+
+BAD_CONFIGS = [
+    ("empty file", "", "the file is empty"),
+    ("invalid YAML", "optim: {lr: [1\n", "invalid YAML at line"),
+    (
+        "unknown key",
+        {"optim": {"learning_rate": 1}},
+        "optim.learning_rate: unknown key; valid keys here: lr,",
+    ),
+    (
+        "wrong type",
+        {"optim": {"batch_size": "big"}},
+        "optim.batch_size: Input should be a valid integer",
+    ),
+    ("lr <= 0", {"optim": {"lr": 0}}, "optim.lr: Input should be greater than 0"),
+    (
+        "batch_size < 1",
+        {"optim": {"batch_size": 0}},
+        "optim.batch_size: Input should be greater than or equal to 1",
+    ),
+    (
+        "unknown dataset",
+        {"data": {"name": "imagenet"}},
+        "data.name: Input should be 'mnist', 'fashion-mnist' or",
+    ),
+    (
+        "unknown activation",
+        {"model": {"activation": "swish"}},
+        "model.activation: Input should be 'relu', 'tanh' or",
+    ),
+    (
+        "unknown strategy",
+        {"edit": [{"type": "clipping"}]},
+        "edit[0].type: unknown edit type 'clipping'; valid types:",
+    ),
+    ("missing device", {"train": {"device": "cuda:3"}}, "train.device: cuda:3 is not available"),
+]
+
+
+def assert_one_line_error(result, expected: str, runs: Path) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "Traceback" not in result.output
+    assert not runs.exists() or not any(p for p in runs.iterdir() if p.name != ".gitkeep")
+
+
+@pytest.mark.parametrize(("label", "raw", "expected"), BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_configs_end_in_one_line(tmp_path: Path, label, raw, expected):
+    if isinstance(raw, dict):
+        raw = tiny(**raw)
+    config = write_config(tmp_path, raw)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+    assert_one_line_error(result, expected, runs)
+    if label != "missing device":  # validate checks the config, not the machine
+        result = runner.invoke(app, ["validate", str(config)])
+        assert_one_line_error(result, expected, runs)
+
+
+def test_missing_file(tmp_path: Path):
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(tmp_path / "nope.yaml"), "--runs-dir", str(runs)])
+    assert_one_line_error(result, "nope.yaml: no such file", runs)
+
+
+def test_set_without_equals(tmp_path: Path):
+    config = write_config(tmp_path, tiny())
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app, ["train", str(config), "--set", "optim.lr", "--runs-dir", str(runs)]
+    )
+    assert_one_line_error(result, "--set 'optim.lr': expected KEY=VALUE", runs)
+    result = runner.invoke(
+        app, ["train", str(config), "--set", "optim.lr=-1", "--runs-dir", str(runs)]
+    )
+    assert_one_line_error(result, "optim.lr: Input should be greater than 0", runs)
+
+
+def test_unwritable_runs_directory(tmp_path: Path):
+    config = write_config(tmp_path, tiny())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(blocker / "runs")])
+    assert_one_line_error(result, "cannot create the runs directory", tmp_path / "none")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_missing_dataset_leaves_no_run_folder(tmp_path: Path, monkeypatch):
+    from gradlab import data
+
+    def offline(name, root):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "download_with_torchvision", offline)
+    config = write_config(tmp_path, tiny(data={"name": "mnist", "root": str(tmp_path / "d")}))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+    assert_one_line_error(result, "the download failed (network is unreachable)", runs)

@@ -1,0 +1,67 @@
+"""The README stays true: every config key, default, column and file it documents exists."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from gradlab.config import Config
+from gradlab.editing import strategies
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def documented_rows() -> dict[str, str]:
+    """`| `key` | `default` | ...` rows of the README's tables: key -> default text."""
+    return dict(re.findall(r"^\| `([\w.<>]+)` \| `([^`]*)` \|", README, flags=re.MULTILINE))
+
+
+def test_every_config_key_is_documented_with_its_default():
+    rows = documented_rows()
+    expected = {}
+    for name, field in Config.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and hasattr(section, "model_fields"):
+            for key, sub in section.model_fields.items():
+                expected[f"{name}.{key}"] = sub.default
+        else:
+            expected[name] = field.default
+    for key, default in expected.items():
+        assert key in rows, f"{key} is not documented in the README"
+        assert json.loads(rows[key]) == default, f"README default of {key}"
+    config_rows = {k for k in rows if "." in k and k.split(".")[0] in Config.model_fields}
+    assert config_rows <= set(expected), "README documents keys that do not exist"
+
+
+@pytest.mark.parametrize("name", list(strategies()))
+def test_every_strategy_and_its_parameters_are_documented(name):
+    assert f"**`{name}`**" in README
+    for param in strategies()[name].Params.model_fields:
+        assert f"`{param}`" in README
+
+
+def test_step_columns_and_summary_keys_are_documented(tmp_path, tiny_config):
+    from gradlab.train import train
+
+    result = train(tiny_config(edit=[{"type": "clip_norm"}]), tmp_path)
+    header = (result.path / "steps.csv").read_text().splitlines()[0].split(",")
+    for column in header:
+        generic = re.sub(r"^edit\d+\.\w+\.\w+$", "edit<i>.<type>.<stat>", column)
+        generic = re.sub(r"^grad_norm\.fc\d\.\w+$", "grad_norm.<param>", generic)
+        assert f"| `{generic}` |" in README, column
+        assert f"`{column}`" in README or generic != column
+    for key in json.loads((result.path / "summary.json").read_text()):
+        assert f"`{key}`" in README, key
+    for key in json.loads((result.path / "meta.json").read_text()):
+        assert f"`{key}`" in README, key
+    for column in (result.path / "evals.csv").read_text().splitlines()[0].split(","):
+        assert f"`{column}`" in README
+    for command in (
+        "gradlab train",
+        "gradlab validate",
+        "gradlab --version",
+        "make run",
+        "make test",
+    ):
+        assert command in README

@@ -1,0 +1,264 @@
+"""End-to-end runs of a few steps: the run folder, reproducibility, AMP order, Ctrl-C."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny
+
+from gradlab.config import config_from_dict, load_config
+from gradlab.environment import seed_everything
+from gradlab.model import TwoLayerNet
+from gradlab.runlog import create_run_folder
+from gradlab.train import learning_rate, train
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_folder_is_complete_and_self_describing(tmp_path: Path, tiny_config):
+    config = tiny_config(edit=[{"type": "clip_norm", "max_norm": 0.5}], train={"eval_every": 5})
+    result = train(config, tmp_path / "runs")
+    run = result.path
+    assert run.parent == tmp_path / "runs" and run.name.startswith("tiny-")
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml",
+        "evals.csv",
+        "meta.json",
+        "steps.csv",
+        "summary.json",
+    ]
+    assert load_config(run / "config.yaml") == config  # the resolved config repeats the run
+
+    steps = read_csv(run / "steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, 13))
+    assert list(steps[0]) == [
+        "step",
+        "epoch",
+        "lr",
+        "loss",
+        "accuracy",
+        "grad_norm",
+        "grad_norm_after",
+        "grad_norm.fc1.weight",
+        "grad_norm.fc1.bias",
+        "grad_norm.fc2.weight",
+        "grad_norm.fc2.bias",
+        "skipped",
+        "edit0.clip_norm.norm",
+        "edit0.clip_norm.scale",
+        "edit0.clip_norm.changed",
+        "elapsed_s",
+    ]
+    for row in steps:
+        parts = [
+            float(row[f"grad_norm.{n}"])
+            for n in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+        ]
+        assert float(row["grad_norm"]) == pytest.approx(
+            math.sqrt(sum(p * p for p in parts)), rel=1e-5
+        )
+        assert float(row["grad_norm_after"]) == pytest.approx(
+            min(0.5, float(row["grad_norm"])), rel=1e-4
+        )
+        assert row["skipped"] == "0"
+    assert [int(r["step"]) for r in read_csv(run / "evals.csv")] == [5, 10, 12]
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 12
+    assert summary["final_test_accuracy"] == float(read_csv(run / "evals.csv")[-1]["test_accuracy"])
+    assert summary["best_test_accuracy"] >= summary["final_test_accuracy"]
+    assert summary["final_train_loss"] == pytest.approx(
+        sum(float(r["loss"]) for r in steps) / len(steps), rel=1e-5
+    )
+    meta = json.loads((run / "meta.json").read_text())
+    for key in (
+        "gradlab_version",
+        "torch_version",
+        "python_version",
+        "host",
+        "device_name",
+        "amp",
+        "dataset",
+        "command",
+        "started",
+        "ended",
+        "git",
+    ):
+        assert key in meta
+    assert meta["dataset"]["train_size"] == 4000 and meta["amp"]["dtype"] == "off"
+
+
+def test_training_learns_and_matches_a_plain_pytorch_loop(tmp_path: Path, tiny_config):
+    """The loop is SGD on cross-entropy: the same seed, model and batches in a plain
+    autograd + torch.optim.SGD loop give the same losses."""
+    config = tiny_config(optim={"momentum": 0.9, "weight_decay": 0.001})
+    steps = read_csv(train(config, tmp_path).path / "steps.csv")
+
+    from gradlab.data import batch_order, load_dataset
+
+    seed_everything(config.seed)
+    data = load_dataset(config.data, torch.device("cpu"))
+    model = TwoLayerNet(config.model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.001)
+    order = torch.Generator().manual_seed(config.seed)
+    losses = []
+    while len(losses) < 12:
+        for idx in batch_order(4000, 50, order, torch.device("cpu")):
+            loss = torch.nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) == 12:
+                break
+    assert [float(r["loss"]) for r in steps] == pytest.approx(losses, rel=1e-5)
+    assert losses[-1] < losses[0]
+
+
+def test_same_config_gives_identical_steps(tmp_path: Path, tiny_config):
+    config = tiny_config(edit=[{"type": "clip_norm", "max_norm": 0.3}])
+    first = read_csv(train(config, tmp_path).path / "steps.csv")
+    second = read_csv(train(config, tmp_path).path / "steps.csv")
+    for row in first + second:
+        row.pop("elapsed_s")
+    assert first == second
+    other = read_csv(train(tiny_config(seed=1), tmp_path).path / "steps.csv")
+    assert [r["loss"] for r in other] != [r["loss"] for r in first]
+
+
+def test_epochs_max_steps_and_partial_batches(tmp_path: Path, tiny_config):
+    config = tiny_config(optim={"batch_size": 1500, "max_steps": None, "epochs": 2})
+    result = train(config, tmp_path)
+    steps = read_csv(result.path / "steps.csv")
+    assert [(int(r["step"]), int(r["epoch"])) for r in steps] == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (4, 2),
+        (5, 2),
+        (6, 2),
+    ]
+    assert [int(r["step"]) for r in read_csv(result.path / "evals.csv")] == [3, 6]
+    assert result.summary["epochs"] == 2.0
+
+
+def test_learning_rate_schedules():
+    cfg = config_from_dict(
+        {"optim": {"lr": 1.0, "schedule": "step", "step_size": 3, "gamma": 0.5}}
+    ).optim
+    assert [learning_rate(cfg, s, 10) for s in range(1, 8)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
+    cfg = config_from_dict({"optim": {"lr": 1.0, "schedule": "cosine", "min_lr": 0.1}}).optim
+    assert learning_rate(cfg, 1, 11) == pytest.approx(1.0)
+    assert learning_rate(cfg, 6, 11) == pytest.approx(0.55)
+    assert learning_rate(cfg, 11, 11) == pytest.approx(0.1)
+
+
+def test_amp_on_cpu_logs_and_edits_unscaled_gradients(tmp_path: Path, tiny_config):
+    """fp16 autocast + GradScaler on the CPU: the logged norm is the true one (not x 65536),
+    and clipping acts on the unscaled gradient."""
+    config = tiny_config(
+        train={"amp": "fp16"},
+        optim={"batch_size": 4000, "max_steps": 1},
+        edit=[{"type": "clip_norm", "max_norm": 0.05}],
+    )
+    result = train(config, tmp_path)
+    row = read_csv(result.path / "steps.csv")[0]
+    assert json.loads((result.path / "meta.json").read_text())["amp"] == {
+        "dtype": "float16",
+        "grad_scaler": True,
+    }
+
+    seed_everything(config.seed)  # the same initial weights, the whole training set as one batch
+    from gradlab.data import load_dataset
+
+    data = load_dataset(config.data, torch.device("cpu"))
+    model = TwoLayerNet(config.model)
+    torch.nn.functional.cross_entropy(model(data.train_x), data.train_y).backward()
+    true_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+
+    assert float(row["grad_norm"]) == pytest.approx(true_norm.item(), rel=2e-2)
+    assert float(row["grad_norm_after"]) == pytest.approx(0.05, rel=1e-3)
+    assert float(row["edit0.clip_norm.norm"]) == pytest.approx(float(row["grad_norm"]), rel=1e-5)
+    assert row["skipped"] == "0"
+
+
+def test_amp_overflow_skips_are_logged_not_divergence(tmp_path: Path, tiny_config):
+    config = tiny_config(train={"amp": "fp16", "amp_init_scale": 2.0**40}, optim={"max_steps": 30})
+    result = train(config, tmp_path)
+    steps = read_csv(result.path / "steps.csv")
+    skipped = [int(r["skipped"]) for r in steps]
+    # the scale starts at 2^40 and halves on each overflow: the first steps are all skipped
+    assert skipped[:10] == [1] * 10 and 0 in skipped
+    assert result.summary["status"] == "completed"
+    assert result.summary["skipped_steps"] == sum(skipped)
+    assert all(math.isfinite(float(r["loss"])) for r in steps)
+
+
+def test_diverging_run_is_reported(tmp_path: Path, tiny_config):
+    config = tiny_config(optim={"lr": 1e30}, model={"init": "normal", "init_std": 10.0})
+    result = train(config, tmp_path)
+    assert result.summary["status"] == "diverged"
+    assert 1 <= result.summary["diverged_step"] <= 12
+
+
+def test_two_runs_in_the_same_second_get_separate_folders(tmp_path: Path):
+    folders = {create_run_folder(tmp_path, "same") for _ in range(20)}
+    assert len(folders) == 20 and all(f.is_dir() for f in folders)
+
+
+def test_sigint_finishes_the_step_flushes_and_exits_130(tmp_path: Path):
+    config_path = tmp_path / "long.yaml"
+    config_path.write_text(yaml.safe_dump(tiny(optim={"max_steps": 10_000_000, "batch_size": 10})))
+    runs = tmp_path / "runs"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradlab.cli",
+            "train",
+            str(config_path),
+            "--runs-dir",
+            str(runs),
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        steps_file = None
+        while time.monotonic() < deadline:
+            found = list(runs.glob("tiny-*/steps.csv"))
+            if found and len(found[0].read_text().splitlines()) > 20:
+                steps_file = found[0]
+                break
+            time.sleep(0.1)
+        assert steps_file is not None, "the run never logged steps"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err
+    run = steps_file.parent
+    assert out.decode().strip() == str(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    steps = read_csv(run / "steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, summary["steps"] + 1))
+    assert all(r["elapsed_s"] for r in steps)  # no half-written row
+    assert int(read_csv(run / "evals.csv")[-1]["step"]) == summary["steps"]
