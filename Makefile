@@ -12,8 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The study: the baseline and one run per editing family (the tutorial's four edits), each
+# on the offline MNIST sample for 10 epochs (400 steps, a few seconds each).
+STUDY  := baseline clipping masking perturbation replacement
+SAMPLE := --set data.name=mnist-sample --set optim.epochs=10
+
 run: $(STAMP)
-	$(BIN)/gradlab train configs/quickstart.yaml
+	@for c in $(STUDY); do \
+		echo "== configs/$$c.yaml (on mnist-sample)"; \
+		$(BIN)/gradlab train configs/$$c.yaml $(SAMPLE) || exit $$?; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

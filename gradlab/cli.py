@@ -124,7 +124,7 @@ def train(
             result = run_training(cfg, runs_dir)
             typer.echo(str(result.path))
         else:
-            with render.TrainingProgress(cfg.name) as progress:
+            with render.TrainingProgress(cfg.name[:24]) as progress:
                 result = run_training(cfg, runs_dir, on_progress=progress)
             render.print_run_summary(result.path, result.summary)
     status = result.summary["status"]
@@ -145,6 +145,25 @@ def validate(config: ConfigArg, set_: SetOption = None) -> None:
     with user_errors():
         cfg = load_config(config, _overrides(set_))
     typer.echo(cfg.to_yaml(), nl=False)
+
+
+@app.command()
+def strategies() -> None:
+    """List every gradient-editing strategy with its parameters, defaults and description."""
+    from gradlab import render
+    from gradlab.editing import EditParams, param_docs
+    from gradlab.editing import strategies as registry
+
+    rows = [
+        {
+            "family": cls.family,
+            "name": name,
+            "summary": cls.summary,
+            "params": param_docs(cls.Params),
+        }
+        for name, cls in registry().items()
+    ]
+    render.print_strategies(rows, param_docs(EditParams, common=True))
 
 
 def main() -> None:

@@ -23,16 +23,15 @@ class SGD:
         g <- g + momentum * b (Nesterov), else b          (when momentum > 0)
         w <- w - lr * g
 
-    Parameters in ``frozen`` are left out of the update entirely (no weight decay, no
-    momentum), so they stay bit-identical.
+    Parameters named in ``step(frozen=...)`` are left out of that step entirely (no weight
+    decay, no momentum update), so they stay bit-identical.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], cfg: OptimConfig, frozen=()) -> None:
-        self.names = [name for name in params if name not in set(frozen)]
-        self.params = [params[name] for name in self.names]
+    def __init__(self, params: dict[str, torch.Tensor], cfg: OptimConfig) -> None:
+        self.named = dict(params)
         self.param_groups = [{"params": list(params.values()), "lr": cfg.lr}]
         self.cfg = cfg
-        self.momentum_buffers: list[torch.Tensor] | None = None
+        self.momentum_buffers: dict[str, torch.Tensor] = {}
 
     @property
     def lr(self) -> float:
@@ -47,21 +46,29 @@ class SGD:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        if not self.params:
+    def step(self, frozen: frozenset[str] = frozenset()) -> None:
+        names = [n for n in self.named if n not in frozen]
+        if not names:
             return
         cfg = self.cfg
-        grads = [p.grad for p in self.params]
+        params = [self.named[n] for n in names]
+        grads = [p.grad for p in params]
         if cfg.weight_decay != 0:
-            grads = torch._foreach_add(grads, self.params, alpha=cfg.weight_decay)
+            grads = torch._foreach_add(grads, params, alpha=cfg.weight_decay)
         if cfg.momentum != 0:
-            if self.momentum_buffers is None:
-                self.momentum_buffers = [torch.clone(g).detach() for g in grads]
-            else:
-                torch._foreach_mul_(self.momentum_buffers, cfg.momentum)
-                torch._foreach_add_(self.momentum_buffers, grads, alpha=1 - cfg.dampening)
+            fresh = [
+                (n, g) for n, g in zip(names, grads, strict=True) if n not in self.momentum_buffers
+            ]
+            old = [(n, g) for n, g in zip(names, grads, strict=True) if n in self.momentum_buffers]
+            if old:
+                buffers = [self.momentum_buffers[n] for n, _ in old]
+                torch._foreach_mul_(buffers, cfg.momentum)
+                torch._foreach_add_(buffers, [g for _, g in old], alpha=1 - cfg.dampening)
+            for n, g in fresh:  # the first step of a parameter: the buffer is its gradient
+                self.momentum_buffers[n] = torch.clone(g).detach()
+            buffers = [self.momentum_buffers[n] for n in names]
             if cfg.nesterov:
-                grads = torch._foreach_add(grads, self.momentum_buffers, alpha=cfg.momentum)
+                grads = torch._foreach_add(grads, buffers, alpha=cfg.momentum)
             else:
-                grads = self.momentum_buffers
-        torch._foreach_add_(self.params, grads, alpha=-self.lr)
+                grads = buffers
+        torch._foreach_add_(params, grads, alpha=-self.lr)

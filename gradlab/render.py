@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -91,3 +92,29 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
     )
     console.print(table)
     console.print(f"[dim]run folder[/]        {path}", soft_wrap=True, highlight=False)
+
+
+def print_strategies(rows: list[dict[str, Any]], common: list[tuple[str, Any, str]]) -> None:
+    """The registry as a table: family, type, parameters with defaults, description."""
+    table = Table(title="Gradient-editing strategies", show_lines=True, title_justify="left")
+    table.add_column("family", style="dim")
+    table.add_column("type", style="bold cyan")
+    table.add_column("parameters (default)")
+    table.add_column("what it does")
+    for row in rows:
+        params = "\n".join(
+            f"[bold]{k}[/] ({escape(_default(d))}): {escape(text)}" for k, d, text in row["params"]
+        )
+        table.add_row(row["family"], row["name"], params or "-", escape(row["summary"]))
+    console.print(table)
+    console.print("Every edit also takes:")
+    for key, default, text in common:
+        console.print(f"  [bold]{key}[/] ({escape(_default(default))}): {escape(text)}")
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

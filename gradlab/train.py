@@ -55,6 +55,7 @@ class Progress:
 class RunResult:
     path: Path
     summary: dict[str, Any]
+    model: torch.nn.Module | None = None  # the trained network (Python API only)
 
 
 def step_columns(param_names: list[str], edit_columns: list[str]) -> list[str]:
@@ -248,7 +249,8 @@ def train(
                         if len(pipeline)
                         else grad_norm
                     )
-                    scaler.step(optimizer)  # skipped by the scaler when a gradient overflowed
+                    # skipped by the scaler when a gradient overflowed; frozen parameters sit out
+                    scaler.step(optimizer, frozen=pipeline.frozen_at(step))
                     scaler.update()
 
                     accuracy = (logits.argmax(1) == yb).float().mean()
@@ -315,4 +317,4 @@ def train(
     run.write_meta({"ended": now_iso()})
     run.write_summary(summary)
     run.close()
-    return RunResult(path=run.path, summary=summary)
+    return RunResult(path=run.path, summary=summary, model=model)

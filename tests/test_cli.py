@@ -185,3 +185,42 @@ def test_missing_dataset_leaves_no_run_folder(tmp_path: Path, monkeypatch):
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs)])
     assert_one_line_error(result, "the download failed (network is unreachable)", runs)
+
+
+def test_strategies_lists_the_registry():
+    from gradlab.editing import strategies
+
+    result = runner.invoke(app, ["strategies"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name, cls in strategies().items():
+        assert name in result.stdout and cls.family in result.stdout
+    assert "start_step" in result.stdout and "max_norm (1.0)" in result.stdout
+
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_validate(path: Path):
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_family_configs_reproduce_the_tutorial_edits():
+    from gradlab.config import load_config
+
+    folder = Path(__file__).parents[1] / "configs"
+    tutorial = load_config(folder / "tutorial.yaml")
+    assert tutorial.model.output_activation == "relu"
+    assert (tutorial.optim.lr, tutorial.optim.batch_size, tutorial.model.hidden) == (0.01, 100, 100)
+    expected = {
+        "tutorial": ("clip_value", {"value": 0.05}, ["*"]),
+        "clipping": ("clip_value", {"value": 0.05}, ["*"]),
+        "masking": ("mask", {"p": 0.5, "fixed": False}, ["fc2.bias"]),
+        "perturbation": ("noise", {"sigma": 0.1, "relative": False}, ["fc2.bias"]),
+        "replacement": ("replace", {"with_": "gaussian", "sigma": 0.1}, ["fc2.bias"]),
+    }
+    for stem, (kind, values, params) in expected.items():
+        (edit,) = load_config(folder / f"{stem}.yaml").edit
+        assert edit.type == kind and edit.params == params
+        assert {k: getattr(edit, k) for k in values} == values

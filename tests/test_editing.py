@@ -21,25 +21,6 @@ def pipeline(*edits: dict, seed: int = 0) -> EditPipeline:
     return EditPipeline(config.edit, list(PARAMETER_NAMES), seed, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("max_norm", [0.01, 1.0, 1e6])
-@pytest.mark.parametrize("targets", [["*"], ["fc2.*"]])
-def test_clip_norm_equals_torch_clip_grad_norm(max_norm, targets):
-    grads = make_grads()
-    reference = {n: torch.nn.Parameter(torch.zeros(s)) for n, s in SHAPES.items()}
-    for name, p in reference.items():
-        p.grad = grads[name].clone()
-    chosen = [p for n, p in reference.items() if n.startswith("fc2") or targets == ["*"]]
-    total = torch.nn.utils.clip_grad_norm_(chosen, max_norm)
-
-    pipe = pipeline({"type": "clip_norm", "max_norm": max_norm, "params": targets})
-    norm, scale, changed = pipe.apply(grads, make_grads(seed=9), step=1)
-    for name in SHAPES:
-        torch.testing.assert_close(grads[name], reference[name].grad, rtol=1e-6, atol=0)
-    torch.testing.assert_close(norm, total)
-    assert changed.item() == float(total.item() > max_norm)
-    assert scale.item() == pytest.approx(min(1.0, max_norm / (total.item() + 1e-6)), rel=1e-6)
-
-
 def test_columns_are_named_by_position_and_type():
     pipe = pipeline({"type": "clip_norm"}, {"type": "clip_norm", "max_norm": 2.0})
     assert pipe.columns == [
@@ -92,3 +73,76 @@ def test_edit_seeds_differ_by_position_and_run_seed():
     seeds = {edit_seed(s, p) for s in range(3) for p in range(3)}
     assert len(seeds) == 9
     assert edit_seed(1, 2) == edit_seed(1, 2)
+
+
+@pytest.mark.parametrize("name", list(strategies()))
+def test_every_strategy_trains_and_logs_its_columns(tmp_path, tiny_config, name):
+    from gradlab.train import train
+
+    result = train(tiny_config(edit=[{"type": name}], optim={"max_steps": 3}), tmp_path)
+    assert result.summary["status"] == "completed"
+    header = (result.path / "steps.csv").read_text().splitlines()[0].split(",")
+    stats = [c for c in header if c.startswith(f"edit0.{name}.")]
+    assert stats == [f"edit0.{name}.{s}" for s in (*strategies()[name].stats, "changed")]
+
+
+def test_freeze_keeps_parameters_bit_identical_under_momentum_and_weight_decay(
+    tmp_path, tiny_config
+):
+    from gradlab.environment import seed_everything
+    from gradlab.model import TwoLayerNet
+    from gradlab.train import train
+
+    optim = {"momentum": 0.9, "weight_decay": 0.01, "max_steps": 10}
+    config = tiny_config(optim=optim, edit=[{"type": "freeze", "params": ["fc1.*"]}])
+    seed_everything(config.seed)
+    initial = TwoLayerNet(config.model).state_dict()
+    trained = train(config, tmp_path).model.state_dict()
+    assert torch.equal(trained["fc1.weight"], initial["fc1.weight"])
+    assert torch.equal(trained["fc1.bias"], initial["fc1.bias"])
+    assert not torch.equal(trained["fc2.weight"], initial["fc2.weight"])
+
+    # a zero gradient alone is not enough: weight decay still shrinks the weights
+    zeroed = tiny_config(
+        optim=optim, edit=[{"type": "replace", "with": "zero", "params": ["fc1.*"]}]
+    )
+    moved = train(zeroed, tmp_path).model.state_dict()
+    assert not torch.equal(moved["fc1.weight"], initial["fc1.weight"])
+    torch.testing.assert_close(
+        moved["fc1.weight"], initial["fc1.weight"] * (1 - 0.1 * 0.01) ** 10, rtol=0.05, atol=0
+    )
+
+
+def test_freeze_window_lets_momentum_resume(tmp_path, tiny_config):
+    from gradlab.train import train
+
+    config = tiny_config(
+        optim={"momentum": 0.9, "max_steps": 8},
+        edit=[{"type": "freeze", "params": ["fc2.*"], "start_step": 3, "end_step": 6}],
+    )
+    rows = (train(config, tmp_path).path / "steps.csv").read_text().splitlines()[1:]
+    changed = [row.split(",")[-2] for row in rows]
+    assert changed == ["0", "0", "1", "1", "1", "0", "0", "0"]
+
+
+def test_edits_see_unscaled_gradients_under_amp(tmp_path, tiny_config):
+    """Replacing the gradient by N(0, 0.1^2) gives a norm of about 0.1 * sqrt(#entries) only
+    if the edit runs after unscale_ (before it, the scaler would divide it by 65536)."""
+    import csv
+    import math
+
+    from gradlab.train import train
+
+    config = tiny_config(
+        train={"amp": "fp16"},
+        optim={"max_steps": 5},
+        edit=[{"type": "replace", "with": "gaussian", "sigma": 0.1}],
+    )
+    result = train(config, tmp_path)
+    entries = 16 * 784 + 16 + 10 * 16 + 10
+    with open(result.path / "steps.csv") as f:
+        for row in csv.DictReader(f):
+            assert float(row["grad_norm_after"]) == pytest.approx(
+                0.1 * math.sqrt(entries), rel=0.03
+            )
+            assert row["skipped"] == "0"

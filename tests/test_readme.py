@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gradlab.config import Config
-from gradlab.editing import strategies
+from gradlab.editing import EditParams, param_docs, strategies
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -37,8 +37,10 @@ def test_every_config_key_is_documented_with_its_default():
 @pytest.mark.parametrize("name", list(strategies()))
 def test_every_strategy_and_its_parameters_are_documented(name):
     assert f"**`{name}`**" in README
-    for param in strategies()[name].Params.model_fields:
-        assert f"`{param}`" in README
+    for key, _default, _ in param_docs(strategies()[name].Params):
+        assert f"`{key}`" in README, key
+    for key, default, _ in param_docs(EditParams, common=True):
+        assert f"| `{key}` | `{json.dumps(default)}` |" in README, key
 
 
 def test_step_columns_and_summary_keys_are_documented(tmp_path, tiny_config):

@@ -1,7 +1,12 @@
-"""Gradient editing: strategies found through a registry, composed into a pipeline."""
+"""Gradient editing: strategies found through a registry, composed into a pipeline.
 
-from gradlab.editing import clipping  # noqa: F401  (registers the clipping strategies)
-from gradlab.editing.base import Edit, EditParams
+Adding a strategy is one class in one family module with ``@register``; the loop, the CLI,
+``gradlab strategies`` and the generated tests pick it up from the registry.
+"""
+
+# importing the family modules registers their strategies, family by family
+from gradlab.editing import clipping, masking, perturbation, replacement  # noqa: F401
+from gradlab.editing.base import Edit, EditParams, param_docs
 from gradlab.editing.pipeline import EditPipeline, parse_edit
 from gradlab.editing.registry import get_strategy, register, strategies, strategy_names
 
@@ -10,6 +15,7 @@ __all__ = [
     "EditParams",
     "EditPipeline",
     "get_strategy",
+    "param_docs",
     "parse_edit",
     "register",
     "strategies",

@@ -75,6 +75,7 @@ class Edit:
     summary: ClassVar[str] = ""
     Params: ClassVar[type[EditParams]] = EditParams
     stats: ClassVar[tuple[str, ...]] = ()
+    freezes: ClassVar[bool] = False  # the optimizer leaves the targets out while active
 
     def __init__(self, params: EditParams, names: list[str], generator: torch.Generator) -> None:
         self.params = params
@@ -105,3 +106,17 @@ class Edit:
     def stat_columns(self, position: int) -> list[str]:
         """Column names in steps.csv: ``edit<position>.<name>.<stat>``."""
         return [f"edit{position}.{self.name}.{stat}" for stat in (*self.stats, "changed")]
+
+
+def param_docs(params: type[EditParams], common: bool = False) -> list[tuple[str, Any, str]]:
+    """``(key, default, description)`` of a strategy's own parameters (``common``: only the
+    parameters every edit shares), keys as written in a config."""
+    shared = set(EditParams.model_fields)
+    rows = []
+    for name, field in params.model_fields.items():
+        if name == "type" or (name in shared) != common:
+            continue
+        rows.append(
+            (field.alias or name, field.default, " ".join((field.description or "").split()))
+        )
+    return rows

@@ -68,6 +68,10 @@ class EditPipeline:
         for e in self.edits:
             e.setup({n: weights[n] for n in e.targets})
 
+    def frozen_at(self, step: int) -> frozenset[str]:
+        """Names of the parameters that ``freeze`` edits keep out of the update at ``step``."""
+        return frozenset(n for e in self.edits if e.freezes and e.active(step) for n in e.targets)
+
     def apply(self, grads: Tensors, weights: Tensors, step: int) -> list[torch.Tensor]:
         """Run every edit that is active at ``step``; returns statistics in column order
         (NaN statistics and ``changed = 0`` for an edit that is switched off)."""
