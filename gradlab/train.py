@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +32,7 @@ from gradlab.environment import (
 from gradlab.model import TwoLayerNet
 from gradlab.optim import SGD
 from gradlab.runlog import RunWriter
-
-FINAL_LOSS_WINDOW = 20  # final_train_loss = mean batch loss over the last 20 steps
+from gradlab.steplog import StepLog
 
 
 @dataclass
@@ -160,50 +157,27 @@ def train(
         started=started,
         seed=config.seed,
         experiment_hash=config.experiment_hash(),
+        edits=pipeline.label(),
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
     )
     run = RunWriter.create(runs_dir, config.name, config.to_yaml(), meta, columns)
 
-    # ---- metric buffers: device values of each step, flushed in batches
-    n_device_cols = len(columns) - 4  # all but step, epoch, lr, elapsed_s
-    capacity = config.train.flush_every
-    buffer = torch.zeros((capacity, n_device_cols), device=device)
-    host_rows: list[tuple[int, int, float, float]] = []  # step, epoch, lr, elapsed_s
-    zero = torch.zeros((), device=device)
-    recent_losses: deque[float] = deque(maxlen=FINAL_LOSS_WINDOW)
+    # ---- per-step metrics, buffered on the device
     evals: list[tuple[int, float, float]] = []
-    state = {"diverged_step": None, "skipped": 0}
 
-    def flush() -> None:
-        if not host_rows:
-            return
-        values = buffer[: len(host_rows)].tolist()
-        rows = []
-        for (step, epoch, lr, elapsed), row in zip(host_rows, values, strict=True):
-            rows.append([step, epoch, lr, *row, elapsed])
-            loss, grad_norm, skipped = row[0], row[2], row[4 + len(names)]
-            state["skipped"] += int(skipped)
-            if state["diverged_step"] is None and not (
-                math.isfinite(loss) and (use_scaler or math.isfinite(grad_norm))
-            ):
-                state["diverged_step"] = step
-            recent_losses.append(loss)
-        run.steps.append(rows)
+    def report(log: StepLog) -> None:
         if on_progress is not None:
-            last_step, last_epoch, _, elapsed = host_rows[-1]
             on_progress(
                 Progress(
-                    step=last_step,
                     total_steps=total_steps,
-                    epoch=last_epoch,
-                    loss=values[-1][0],
-                    accuracy=values[-1][1],
-                    steps_per_second=last_step / elapsed if elapsed > 0 else 0.0,
                     test_accuracy=evals[-1][2] if evals else None,
+                    **log.last,
                 )
             )
-        host_rows.clear()
+
+    steplog = StepLog(run.steps, config.train.flush_every, device, not use_scaler, on_flush=report)
+    zero = torch.zeros((), device=device)
 
     def run_eval(step: int, epoch: int) -> None:
         model.eval()
@@ -212,12 +186,11 @@ def train(
         )
         model.train()
         evals.append((step, loss, accuracy))
-        run.evals.append([[step, epoch, loss, accuracy, time.perf_counter() - t0]])
+        run.evals.append([[step, epoch, loss, accuracy, steplog.elapsed()]])
 
     # ---- the loop
     status, error, step, epoch = "completed", None, 0, 0
     sigint = SigintFlag()
-    t0 = last_flush = time.perf_counter()
     try:
         with sigint:
             while step < total_steps and status == "completed":
@@ -254,26 +227,10 @@ def train(
                     scaler.update()
 
                     accuracy = (logits.argmax(1) == yb).float().mean()
-                    slot = len(host_rows)
-                    torch.stack(
-                        [
-                            loss.detach(),
-                            accuracy,
-                            grad_norm,
-                            grad_norm_after,
-                            *param_norms,
-                            skipped,
-                            *edit_stats,
-                        ],
-                        out=buffer[slot],
-                    )
-                    now = time.perf_counter()
-                    host_rows.append((step, epoch, lr, now - t0))
-                    if slot + 1 == capacity or now - last_flush > 1.0:
-                        flush()
-                        last_flush = now
-                        if state["diverged_step"] is not None:
-                            status = "diverged"
+                    values = [loss.detach(), accuracy, grad_norm, grad_norm_after, *param_norms]
+                    steplog.record(step, epoch, lr, [*values, skipped, *edit_stats])
+                    if steplog.diverged_step is not None:
+                        status = "diverged"
                     if status == "completed" and (
                         (eval_every and step % eval_every == 0)
                         or (not eval_every and step % steps_per_epoch == 0 and step < total_steps)
@@ -291,12 +248,12 @@ def train(
 
         (run.path / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
-        flush()
-    if status == "completed" and state["diverged_step"] is not None:
+        steplog.flush()
+    if status == "completed" and steplog.diverged_step is not None:
         status = "diverged"
     if status in ("completed", "interrupted") and step > 0 and (not evals or evals[-1][0] != step):
         run_eval(step, epoch)
-    wall = time.perf_counter() - t0
+    wall = steplog.elapsed()
 
     summary: dict[str, Any] = {
         "status": status,
@@ -305,13 +262,12 @@ def train(
         "final_test_accuracy": evals[-1][2] if evals else None,
         "best_test_accuracy": max(e[2] for e in evals) if evals else None,
         "final_test_loss": evals[-1][1] if evals else None,
-        "final_train_loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
-        "skipped_steps": state["skipped"],
+        **steplog.figures(),
         "wall_seconds": round(wall, 4),
         "steps_per_second": round(step / wall, 2) if wall > 0 else None,
     }
     if status == "diverged":
-        summary["diverged_step"] = state["diverged_step"]
+        summary["diverged_step"] = steplog.diverged_step
     if error:
         summary["error"] = error
     run.write_meta({"ended": now_iso()})

@@ -224,3 +224,28 @@ def test_family_configs_reproduce_the_tutorial_edits():
         (edit,) = load_config(folder / f"{stem}.yaml").edit
         assert edit.type == kind and edit.params == params
         assert {k: getattr(edit, k) for k in values} == values
+
+
+def test_a_crash_inside_the_loop_is_recorded_as_failed(tmp_path: Path, monkeypatch):
+    from gradlab.editing import EditPipeline
+
+    original = EditPipeline.apply
+
+    def explode(self, grads, weights, step):
+        if step == 3:
+            raise RuntimeError("boom at step 3")
+        return original(self, grads, weights, step)
+
+    monkeypatch.setattr(EditPipeline, "apply", explode)
+    config = write_config(tmp_path, tiny())
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs), "-q"])
+    assert result.exit_code == 1
+    (run,) = runs.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom at step 3"
+    assert summary["steps"] == 3
+    assert "boom at step 3" in (run / "traceback.txt").read_text()
+    assert len((run / "steps.csv").read_text().splitlines()) == 1 + 2  # steps 1 and 2 logged
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the run failed: RuntimeError: boom at step 3")

@@ -146,3 +146,17 @@ def test_edits_see_unscaled_gradients_under_amp(tmp_path, tiny_config):
                 0.1 * math.sqrt(entries), rel=0.03
             )
             assert row["skipped"] == "0"
+
+
+def test_pipeline_label_is_short_and_complete():
+    pipe = pipeline(
+        {"type": "clip_norm"},
+        {"type": "mask", "p": 0.3, "params": "fc2.bias", "start_step": 10, "end_step": 20},
+        {"type": "freeze", "params": ["fc1.*"], "every": 3},
+        {"type": "clip_norm", "max_norm": 2, "per_param": True},
+    )
+    assert pipe.label() == (
+        "clip_norm(1.0) > mask(0.3 @fc2.bias [10:20]) > freeze(@fc1.* [0::3])"
+        " > clip_norm(2.0, per_param=True)"
+    )
+    assert pipeline().label() == "none"

@@ -82,7 +82,13 @@ def test_run_folder_is_complete_and_self_describing(tmp_path: Path, tiny_config)
     assert summary["final_train_loss"] == pytest.approx(
         sum(float(r["loss"]) for r in steps) / len(steps), rel=1e-5
     )
+    norms = [float(r["grad_norm"]) for r in steps]
+    assert summary["grad_norm_mean"] == pytest.approx(sum(norms) / len(norms), rel=1e-5)
+    assert summary["grad_norm_max"] == pytest.approx(max(norms), rel=1e-6)
+    changed = [r["edit0.clip_norm.changed"] == "1" for r in steps]
+    assert summary["edit_changed_frac"] == sum(changed) / len(changed)
     meta = json.loads((run / "meta.json").read_text())
+    assert meta["edits"] == "clip_norm(0.5)"
     for key in (
         "gradlab_version",
         "torch_version",

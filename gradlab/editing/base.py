@@ -103,20 +103,46 @@ class Edit:
         """
         raise NotImplementedError
 
+    def label(self) -> str:
+        """Short form for tables: ``mask(0.5 @fc2.bias)``, ``clip_norm(1.0, per_param=True)``.
+
+        The first own parameter is shown by value, the others only when not at their default;
+        then the targets (when not all parameters) and the schedule (when not always on).
+        """
+        p = self.params
+        parts = []
+        for i, (name, field) in enumerate(_own_fields(type(p)).items()):
+            value = getattr(p, name)
+            if i == 0:
+                parts.append(f"{value}")
+            elif value != field.default:
+                parts.append(f"{field.alias or name}={value}")
+        text = ", ".join(parts)
+        if p.params != ["*"]:
+            text += f" @{','.join(p.params)}"
+        if (p.start_step, p.end_step, p.every) != (0, None, 1):
+            end = "" if p.end_step is None else p.end_step
+            text += f" [{p.start_step}:{end}" + (f":{p.every}]" if p.every != 1 else "]")
+        return f"{self.name}({text.strip()})"
+
     def stat_columns(self, position: int) -> list[str]:
         """Column names in steps.csv: ``edit<position>.<name>.<stat>``."""
         return [f"edit{position}.{self.name}.{stat}" for stat in (*self.stats, "changed")]
 
 
+def _own_fields(params: type[EditParams], common: bool = False) -> dict[str, Any]:
+    shared = set(EditParams.model_fields)
+    return {
+        name: field
+        for name, field in params.model_fields.items()
+        if name != "type" and (name in shared) == common
+    }
+
+
 def param_docs(params: type[EditParams], common: bool = False) -> list[tuple[str, Any, str]]:
     """``(key, default, description)`` of a strategy's own parameters (``common``: only the
     parameters every edit shares), keys as written in a config."""
-    shared = set(EditParams.model_fields)
-    rows = []
-    for name, field in params.model_fields.items():
-        if name == "type" or (name in shared) != common:
-            continue
-        rows.append(
-            (field.alias or name, field.default, " ".join((field.description or "").split()))
-        )
-    return rows
+    return [
+        (field.alias or name, field.default, " ".join((field.description or "").split()))
+        for name, field in _own_fields(params, common).items()
+    ]

@@ -68,6 +68,10 @@ class EditPipeline:
         for e in self.edits:
             e.setup({n: weights[n] for n in e.targets})
 
+    def label(self) -> str:
+        """The pipeline in short form, ``clip_norm(1.0) > noise(0.01)``; ``none`` when empty."""
+        return " > ".join(e.label() for e in self.edits) or "none"
+
     def frozen_at(self, step: int) -> frozenset[str]:
         """Names of the parameters that ``freeze`` edits keep out of the update at ``step``."""
         return frozenset(n for e in self.edits if e.freezes and e.active(step) for n in e.targets)
