@@ -148,6 +148,129 @@ def validate(config: ConfigArg, set_: SetOption = None) -> None:
 
 
 @app.command()
+def compare(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders, or folders that hold run folders.", show_default=False),
+    ],
+    group: Annotated[
+        bool | None,
+        typer.Option(
+            "--group/--no-group",
+            help="Merge runs that differ only in seed into one row (mean ± std, n). "
+            "Default: on when some configuration has several seeds.",
+            show_default=False,
+        ),
+    ] = None,
+    sort_by: Annotated[
+        str,
+        typer.Option("--sort-by", help="Column to sort by (loss ascending, others descending)."),
+    ] = "final_test_accuracy",
+    ascending: Annotated[
+        bool | None,
+        typer.Option(
+            "--ascending/--descending", help="Override the sort direction.", show_default=False
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated metric (or config) columns to show.", show_default=False
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Run or group name: adds a delta column of the sort metric against it.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, markdown or json.")
+    ] = "table",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file instead of stdout.", show_default=False
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a PNG: loss, test accuracy and gradient norm against step.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Compare runs: one row per run, or per group of seeds with mean ± std."""
+    from gradlab import compare as cmp
+    from gradlab import render
+
+    formats = ("table", "csv", "markdown", "json")
+    with user_errors():
+        if fmt not in formats:
+            raise cmp.CompareError(f"--format {fmt!r}: use one of {', '.join(formats)}")
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise cmp.CompareError(f"--plot {plot}: the file must end in .png")
+        runs = cmp.load_runs(paths)
+        skipped = runs.attrs["skipped"]
+        if skipped:
+            shown = "; ".join(skipped[:5]) + (
+                f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            )
+            render.print_warning(f"skipped {len(skipped)}: {shown}")
+        if runs.empty:
+            raise cmp.CompareError("no readable run folders in " + ", ".join(str(p) for p in paths))
+        chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+        table = cmp.comparison(runs, group, sort_by, ascending, chosen, baseline)
+        if fmt in ("csv", "json"):
+            text = cmp.export(table, fmt)
+        elif fmt == "markdown":
+            text = cmp.to_markdown(table)
+        else:
+            headers, rows, constants = cmp.display(table)
+            title = f"{len(runs)} runs" + (
+                f" in {len(table)} groups" if table.attrs["grouped"] else ""
+            )
+            text = (
+                None
+                if output is None
+                else render.comparison_text(headers, rows, constants, title, width=200)
+            )
+            if output is None:
+                render.comparison_text(headers, rows, constants, title)
+        if text is not None:
+            if output is None:
+                typer.echo(text, nl=False)
+            else:
+                _write_atomically(output, text)
+        if plot is not None:
+            from gradlab.plots import plot_comparison
+
+            try:
+                plot_comparison(table, plot)
+            except OSError as exc:
+                raise cmp.CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
+            render.err_console.print(f"plot written to {plot}", highlight=False)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename: an existing file is replaced whole or
+    left as it was."""
+    import os
+
+    from gradlab.errors import GradlabError
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GradlabError(f"--output {path}: cannot write ({exc.strerror})") from None
+
+
+@app.command()
 def strategies() -> None:
     """List every gradient-editing strategy with its parameters, defaults and description."""
     from gradlab import render

@@ -3,6 +3,7 @@ that imports rich."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -118,3 +119,38 @@ def _default(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+def comparison_text(
+    headers: list[str],
+    rows: list[list[str]],
+    constants: dict[str, str],
+    title: str,
+    width: int | None = None,
+) -> Table | str:
+    """The comparison as a rich Table (printed) or, with ``width``, as plain text."""
+    table = Table(header_style="bold")
+    for header in headers:
+        numeric = header not in ("run", "name", "edits", "dataset", "status", "seed")
+        table.add_column(escape(header), justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    header_line = "   ".join(f"[dim]{escape(k)}:[/] {escape(v)}" for k, v in constants.items())
+    if width is None:
+        # a terminal wraps at its width; a pipe or a log file has none, so do not fold there
+        out = console if console.is_terminal else Console(width=max(console.width, 240))
+        out.print(f"[bold]{escape(title)}[/]", soft_wrap=True)
+        if header_line:
+            out.print(header_line, soft_wrap=True)
+        out.print(table)
+        return table
+    plain = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
+    plain.print(title, soft_wrap=True)
+    if header_line:
+        plain.print(header_line, soft_wrap=True)
+    plain.print(table)
+    return plain.export_text()
+
+
+def print_warning(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

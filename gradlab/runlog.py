@@ -33,6 +33,7 @@ EVALS_FILE = "evals.csv"
 SUMMARY_FILE = "summary.json"
 EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "elapsed_s"]
 STATUSES = ("running", "completed", "interrupted", "failed", "diverged")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster
 
 
 def create_run_folder(runs_dir: str | Path, name: str) -> Path:
@@ -168,7 +169,7 @@ def read_config(run: str | Path) -> dict[str, Any]:
     """The resolved config a run was trained with, as plain data."""
     path = Path(run) / CONFIG_FILE
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except FileNotFoundError:
         raise RunFolderError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
