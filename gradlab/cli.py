@@ -121,11 +121,13 @@ def train(
         from gradlab.train import train as run_training
 
         if quiet:
-            result = run_training(cfg, runs_dir)
+            result = run_training(cfg, runs_dir, on_alert=render.print_alert)
             typer.echo(str(result.path))
         else:
             with render.TrainingProgress(cfg.name[:24]) as progress:
-                result = run_training(cfg, runs_dir, on_progress=progress)
+                result = run_training(
+                    cfg, runs_dir, on_progress=progress, on_alert=render.print_alert
+                )
             render.print_run_summary(result.path, result.summary)
     status = result.summary["status"]
     if status == "failed":
@@ -268,6 +270,85 @@ def _write_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise GradlabError(f"--output {path}: cannot write ({exc.strerror})") from None
+
+
+@app.command()
+def gradcheck(
+    config: ConfigArg,
+    set_: SetOption = None,
+    samples: Annotated[int, typer.Option(min=1, help="Examples in the batch.")] = 8,
+    eps: Annotated[float, typer.Option(help="Perturbation of each entry (> 0).")] = 1e-5,
+    entries: Annotated[
+        str, typer.Option(help="Random entries per parameter tensor, or 'all'.")
+    ] = "all",
+    inputs: Annotated[
+        str, typer.Option(help="'dataset' (the first training examples) or 'random' pixels.")
+    ] = "dataset",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """Check the gradients of every engine against finite differences (float64).
+
+    Relative error ||approx - g|| / (||approx|| + ||g||): <= 1e-5 good, ~1e-3 suspicious,
+    larger wrong. Exit 0 when every parameter is good, 1 otherwise.
+    """
+    from gradlab.config import load_config
+    from gradlab.errors import GradlabError
+
+    with user_errors():
+        if fmt not in ("table", "json"):
+            raise GradlabError(f"--format {fmt!r}: use table or json")
+        if inputs not in ("dataset", "random"):
+            raise GradlabError(f"--inputs {inputs!r}: use dataset or random")
+        if not eps > 0:
+            raise GradlabError(f"--eps {eps}: must be greater than 0")
+        if entries != "all" and not (entries.isdigit() and int(entries) > 0):
+            raise GradlabError(f"--entries {entries!r}: use a positive whole number or 'all'")
+        cfg = load_config(config, _overrides(set_))
+        from gradlab import render
+        from gradlab.gradcheck import gradcheck as run_gradcheck
+
+        if fmt == "table":
+            render.err_console.print(
+                "checking gradients against finite differences ...", highlight=False
+            )
+        report = run_gradcheck(
+            cfg, samples, eps, None if entries == "all" else int(entries), inputs
+        )
+    if fmt == "json":
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        render.print_gradcheck(report)
+    raise typer.Exit(0 if report["passed"] else 1)
+
+
+@app.command()
+def inspect(
+    run: Annotated[Path, typer.Argument(help="A run folder.", show_default=False)],
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a PNG of per-layer gradient norms over time (log scale).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Gradient health of one run: per-layer statistics and the alerts that fired."""
+    from gradlab import render
+    from gradlab.compare import CompareError
+    from gradlab.inspection import layer_table, load_alerts, load_grads, plot_layers
+
+    with user_errors():
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise CompareError(f"--plot {plot}: the file must end in .png")
+        grads = load_grads(run)
+        alerts = load_alerts(run)
+        render.print_inspection(run, layer_table(grads), alerts)
+        if plot is not None:
+            try:
+                plot_layers(grads, plot, title=run.name)
+            except OSError as exc:
+                raise CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
+            render.err_console.print(f"plot written to {plot}", highlight=False)
 
 
 @app.command()

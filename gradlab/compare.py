@@ -41,12 +41,14 @@ METRICS = [
     "grad_norm_mean",
     "grad_norm_max",
     "edit_changed_frac",
+    "alerts",
     "steps_per_second",
 ]
 STATUS = "status"
 DEFAULT_SORT = "final_test_accuracy"
 # config keys that the identity columns already show, or that differ by design within a group
 _SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name"}
+_CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics"}
 
 
 class CompareError(GradlabError):
@@ -148,6 +150,10 @@ def read_run(path: Path) -> dict[str, Any]:
         or (config.get("data") or {}).get("name"),
         "seed": config.get("seed"),
     }
+    alerts = summary.get("alerts")
+    if isinstance(alerts, dict):  # counts per kind; the table shows their total
+        summary = {**summary, "alerts": sum(alerts.values())}
+        row.update({f"alerts.{kind}": count for kind, count in alerts.items()})
     for metric in METRICS:
         value = summary.get(metric)
         row[metric] = float(value) if isinstance(value, (int, float)) else math.nan

@@ -117,6 +117,11 @@ class TrainConfig(Section):
     """Batch size for evaluation (large: evaluation needs no gradients)."""
     flush_every: int = Field(100, ge=1)
     """Write buffered step metrics to steps.csv every N steps (and at least once a second)."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A non-finite loss (or, without a GradScaler, gradient): `stop` ends the run as
+    diverged; `skip` leaves the parameters untouched for that step and goes on."""
+    max_consecutive_skips: int = Field(10, ge=1)
+    """`on_nonfinite: skip`: end the run as diverged after this many skipped steps in a row."""
 
     @field_validator("device")
     @classmethod
@@ -124,6 +129,27 @@ class TrainConfig(Section):
         if not _DEVICE_PATTERN.match(value):
             raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
         return value
+
+
+class DiagnosticsConfig(Section):
+    every: int = Field(10, ge=0)
+    """Per-layer gradient statistics (grads.csv) and alert checks every N steps; 0 = off."""
+    patience: int = Field(3, ge=1)
+    """Checks in a row a vanishing condition must hold before its alert fires."""
+    vanishing_norm: float = Field(1e-6, ge=0)
+    """Vanishing: a parameter's gradient norm below this."""
+    vanishing_ratio: float = Field(0.01, ge=0)
+    """Vanishing: ||grad fc1.weight|| / ||grad fc2.weight|| (first / last layer) below this."""
+    exploding_norm: float = Field(100.0, gt=0)
+    """Exploding: a parameter's gradient norm above this (fires at the first such check)."""
+    exploding_growth: float = Field(10.0, gt=1)
+    """Exploding: the global gradient norm (all parameters) more than this factor above its
+    value at the first check."""
+    dead_window: int = Field(100, ge=1)
+    """Dead ReLU: a hidden unit is dead when its gradient was zero at every check of the last
+    `dead_window` steps."""
+    dead_fraction: float = Field(0.5, gt=0, le=1)
+    """Dead ReLU: alert when at least this fraction of the hidden units is dead (relu only)."""
 
 
 class Config(Section):
@@ -135,6 +161,7 @@ class Config(Section):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     edit: list[Any] = []
     """The gradient-editing pipeline, applied in order between backward and the optimizer
     step: a list of `{type: NAME, ...parameters}` (see `gradlab strategies`)."""

@@ -15,6 +15,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def wide_console() -> Console:
+    """The terminal's console; for a pipe or a log file (no width of its own) a wide one, so
+    that tables are not folded to 80 columns."""
+    return console if console.is_terminal else Console(width=max(console.width, 240))
+
+
 def print_error(message: str) -> None:
     """One line on stderr: ``error: <message>``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -83,8 +89,15 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
     )
     if summary.get("skipped_steps"):
         table.add_row("AMP skipped steps", str(summary["skipped_steps"]))
+    if summary.get("nonfinite_skips"):
+        table.add_row("non-finite steps skipped", str(summary["nonfinite_skips"]))
     if "diverged_step" in summary:
         table.add_row("diverged at step", str(summary["diverged_step"]))
+    alerts = {k: n for k, n in (summary.get("alerts") or {}).items() if n}
+    if alerts:
+        table.add_row(
+            "alerts", ", ".join(f"{k} {n}" for k, n in alerts.items()) + " (gradlab inspect)"
+        )
     if "error" in summary:
         table.add_row("error", summary["error"])
     table.add_row(
@@ -137,8 +150,7 @@ def comparison_text(
         table.add_row(*(escape(cell) for cell in row))
     header_line = "   ".join(f"[dim]{escape(k)}:[/] {escape(v)}" for k, v in constants.items())
     if width is None:
-        # a terminal wraps at its width; a pipe or a log file has none, so do not fold there
-        out = console if console.is_terminal else Console(width=max(console.width, 240))
+        out = wide_console()
         out.print(f"[bold]{escape(title)}[/]", soft_wrap=True)
         if header_line:
             out.print(header_line, soft_wrap=True)
@@ -154,3 +166,72 @@ def comparison_text(
 
 def print_warning(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_gradcheck(report: dict[str, Any]) -> None:
+    """One table per engine: entries checked, relative error and verdict per parameter."""
+    colours = {"good": "green", "suspicious": "yellow", "wrong": "red"}
+    for engine, result in report["engines"].items():
+        table = Table(
+            title=f"gradcheck, {engine} engine: eps {report['eps']:g}, "
+            f"{report['samples']} {report['inputs']} samples, float64",
+            title_justify="left",
+        )
+        for column in ("param", "entries", "relative error", "max |difference|", "verdict"):
+            table.add_column(column, justify="left" if column in ("param", "verdict") else "right")
+        rows = [*result["params"].items(), ("overall", result["overall"])]
+        for name, row in rows:
+            colour = colours[row["verdict"]]
+            table.add_row(
+                name,
+                f"{row['entries']:,}",
+                f"{row['rel_error']:.2e}",
+                f"{row['max_abs_diff']:.2e}",
+                f"[{colour}]{row['verdict']}[/]",
+                style="bold" if name == "overall" else None,
+            )
+        console.print(table)
+    passed = report["passed"]
+    console.print(
+        "[green]passed[/]: every parameter within 1e-5"
+        if passed
+        else "[red]failed[/]: some parameter above 1e-5 (about 1e-3 is suspicious, larger is a bug)"
+    )
+
+
+def print_inspection(run: Any, layers: Any, alerts: Any) -> None:
+    """Per-layer first/last/min/max table and the alerts of one run."""
+    table = Table(title=f"gradient statistics of {run} (before edits)", title_justify="left")
+    for column in ("param", "stat", "first", "last", "min", "max", "max at step"):
+        text = column in ("param", "stat")
+        table.add_column(
+            column,
+            justify="left" if text else "right",
+            no_wrap=text,
+            min_width=12 if text else None,
+        )
+    previous = None
+    for row in layers.to_dict("records"):
+        table.add_row(
+            row["param"] if row["param"] != previous else "",
+            row["stat"],
+            *(f"{row[k]:.4g}" for k in ("first", "last", "min", "max")),
+            "-" if row["argmax_step"] is None else str(row["argmax_step"]),
+            end_section=row["stat"] == "weight_norm",
+        )
+        previous = row["param"]
+    out = wide_console()
+    out.print(table)
+    if alerts.empty:
+        out.print("no alerts")
+        return
+    table = Table(title=f"{len(alerts)} alerts", title_justify="left")
+    for column in ("step", "alert", "message"):
+        table.add_column(column)
+    for row in alerts.to_dict("records"):
+        table.add_row(str(row["step"]), row["alert"], escape(str(row["message"])))
+    out.print(table)
+
+
+def print_alert(alert: Any) -> None:
+    err_console.print(f"[yellow]alert:[/] {escape(alert.message)}", highlight=False, soft_wrap=True)

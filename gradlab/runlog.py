@@ -31,6 +31,8 @@ META_FILE = "meta.json"
 STEPS_FILE = "steps.csv"
 EVALS_FILE = "evals.csv"
 SUMMARY_FILE = "summary.json"
+GRADS_FILE = "grads.csv"
+ALERTS_FILE = "alerts.csv"
 EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "elapsed_s"]
 STATUSES = ("running", "completed", "interrupted", "failed", "diverged")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster
@@ -110,6 +112,7 @@ class RunWriter:
         self.path = path
         self.steps = CsvLog(path / STEPS_FILE, step_columns)
         self.evals = CsvLog(path / EVALS_FILE, EVAL_COLUMNS)
+        self.logs = [self.steps, self.evals]
         self.meta: dict[str, Any] = {}
 
     @classmethod
@@ -137,9 +140,15 @@ class RunWriter:
             raise ValueError(f"status must be one of {STATUSES}")
         write_json(self.path / SUMMARY_FILE, summary)
 
+    def add_log(self, filename: str, columns: list[str]) -> CsvLog:
+        """Another append-only CSV file in the run folder (closed with the run)."""
+        log = CsvLog(self.path / filename, columns)
+        self.logs.append(log)
+        return log
+
     def close(self) -> None:
-        self.steps.close()
-        self.evals.close()
+        for log in self.logs:
+            log.close()
 
 
 # --------------------------------------------------------------------------- reading

@@ -27,7 +27,7 @@ class StepLog:
         csv: CsvLog,
         capacity: int,
         device: torch.device,
-        nonfinite_grads_diverge: bool,
+        stop_on_nonfinite: bool,
         on_flush: Callable[[StepLog], None] | None = None,
     ) -> None:
         self.csv = csv
@@ -35,12 +35,13 @@ class StepLog:
         index = {name: i for i, name in enumerate(self.device_columns)}
         self._loss, self._accuracy = index["loss"], index["accuracy"]
         self._grad_norm, self._skipped = index["grad_norm"], index["skipped"]
+        self._nonfinite = index["nonfinite"]
         self._changed = [
             i for c, i in index.items() if c.startswith("edit") and c.endswith(".changed")
         ]
         self.buffer = torch.zeros((capacity, len(self.device_columns)), device=device)
         self.host_rows: list[tuple[int, int, float, float]] = []
-        self.nonfinite_grads_diverge = nonfinite_grads_diverge
+        self.stop_on_nonfinite = stop_on_nonfinite
         self.on_flush = on_flush
         self.t0 = self.last_flush = time.perf_counter()
         # running figures, updated at each flush
@@ -94,9 +95,7 @@ class StepLog:
         self.steps += 1
         self.skipped += int(skipped)
         finite_grads = math.isfinite(grad_norm)
-        if self.diverged_step is None and not (
-            math.isfinite(loss) and (finite_grads or not self.nonfinite_grads_diverge)
-        ):
+        if self.stop_on_nonfinite and self.diverged_step is None and row[self._nonfinite]:
             self.diverged_step = step
         if finite_grads and not skipped:
             self.grad_norm_sum += grad_norm

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from gradlab.config import Config
 from gradlab.data import Dataset, batch_order, load_dataset
+from gradlab.diagnostics import ALERTS_COLUMNS, GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
 from gradlab.environment import (
     SigintFlag,
@@ -31,7 +32,7 @@ from gradlab.environment import (
 )
 from gradlab.model import TwoLayerNet
 from gradlab.optim import SGD
-from gradlab.runlog import RunWriter
+from gradlab.runlog import ALERTS_FILE, GRADS_FILE, RunWriter
 from gradlab.steplog import StepLog
 
 
@@ -67,6 +68,7 @@ def step_columns(param_names: list[str], edit_columns: list[str]) -> list[str]:
         "grad_norm_after",
         *(f"grad_norm.{name}" for name in param_names),
         "skipped",
+        "nonfinite",
         *edit_columns,
         "elapsed_s",
     ]
@@ -104,6 +106,7 @@ def train(
     config: Config,
     runs_dir: str | Path = "runs",
     on_progress: Callable[[Progress], None] | None = None,
+    on_alert: Callable[[Alert], None] | None = None,
     command: list[str] | None = None,
     data: Dataset | None = None,
 ) -> RunResult:
@@ -116,6 +119,8 @@ def train(
         config: the validated experiment.
         runs_dir: where the run folder is created.
         on_progress: called with a :class:`Progress` each time metrics are flushed.
+        on_alert: called with each gradient-health :class:`~gradlab.diagnostics.Alert` as it
+            starts (they are also written to alerts.csv and counted in summary.json).
         command: the command line to record in meta.json.
         data: an already loaded dataset on the right device (skips loading).
 
@@ -163,10 +168,24 @@ def train(
     )
     run = RunWriter.create(runs_dir, config.name, config.to_yaml(), meta, columns)
 
-    # ---- per-step metrics, buffered on the device
+    # ---- per-step metrics, buffered on the device; gradient health every few steps
+    skip_nonfinite = config.train.on_nonfinite == "skip"
+    max_skips = config.train.max_consecutive_skips
     evals: list[tuple[int, float, float]] = []
+    diagnostics = None
+    if config.diagnostics.every:
+        diagnostics = Diagnostics(
+            config.diagnostics,
+            names,
+            run.add_log(GRADS_FILE, GRADS_COLUMNS),
+            run.add_log(ALERTS_FILE, ALERTS_COLUMNS),
+            relu_hidden=config.model.activation == "relu",
+            on_alert=on_alert,
+        )
 
     def report(log: StepLog) -> None:
+        if diagnostics is not None:
+            diagnostics.flush()
         if on_progress is not None:
             on_progress(
                 Progress(
@@ -176,8 +195,15 @@ def train(
                 )
             )
 
-    steplog = StepLog(run.steps, config.train.flush_every, device, not use_scaler, on_flush=report)
+    steplog = StepLog(
+        run.steps,
+        config.train.flush_every,
+        device,
+        stop_on_nonfinite=not skip_nonfinite,
+        on_flush=report,
+    )
     zero = torch.zeros((), device=device)
+    consecutive_skips = nonfinite_skips = 0
 
     def run_eval(step: int, epoch: int) -> None:
         model.eval()
@@ -213,23 +239,36 @@ def train(
                     grads = {name: weights[name].grad for name in names}
                     param_norms = torch._foreach_norm(list(grads.values()))
                     grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
+                    finite = torch.isfinite(loss) & (torch.isfinite(grad_norm) | use_scaler)
+                    nonfinite = (~finite).float()
                     skipped = (~torch.isfinite(grad_norm)).float() if use_scaler else zero
-                    edit_stats = pipeline.apply(grads, weights, step)  # the edit
-                    grad_norm_after = (
-                        torch.linalg.vector_norm(
-                            torch.stack(torch._foreach_norm(list(grads.values())))
+                    if diagnostics is not None and diagnostics.due(step):
+                        diagnostics.record(step, grads, weights, lr)  # before the edits
+
+                    # on_nonfinite: skip costs one host synchronization per step
+                    if skip_nonfinite and not finite:
+                        consecutive_skips += 1
+                        nonfinite_skips += 1
+                        edit_stats, grad_norm_after = pipeline.idle_stats(), grad_norm
+                        scaler.update()  # no step: the parameters stay as they were
+                    else:
+                        consecutive_skips = 0
+                        edit_stats = pipeline.apply(grads, weights, step)  # the edit
+                        grad_norm_after = (
+                            torch.linalg.vector_norm(
+                                torch.stack(torch._foreach_norm(list(grads.values())))
+                            )
+                            if len(pipeline)
+                            else grad_norm
                         )
-                        if len(pipeline)
-                        else grad_norm
-                    )
-                    # skipped by the scaler when a gradient overflowed; frozen parameters sit out
-                    scaler.step(optimizer, frozen=pipeline.frozen_at(step))
-                    scaler.update()
+                        # skipped by the scaler when a gradient overflowed; frozen ones sit out
+                        scaler.step(optimizer, frozen=pipeline.frozen_at(step))
+                        scaler.update()
 
                     accuracy = (logits.argmax(1) == yb).float().mean()
                     values = [loss.detach(), accuracy, grad_norm, grad_norm_after, *param_norms]
-                    steplog.record(step, epoch, lr, [*values, skipped, *edit_stats])
-                    if steplog.diverged_step is not None:
+                    steplog.record(step, epoch, lr, [*values, skipped, nonfinite, *edit_stats])
+                    if steplog.diverged_step is not None or consecutive_skips >= max_skips:
                         status = "diverged"
                     if status == "completed" and (
                         (eval_every and step % eval_every == 0)
@@ -266,8 +305,10 @@ def train(
         "wall_seconds": round(wall, 4),
         "steps_per_second": round(step / wall, 2) if wall > 0 else None,
     }
+    summary["nonfinite_skips"] = nonfinite_skips
+    summary["alerts"] = diagnostics.counts if diagnostics is not None else None
     if status == "diverged":
-        summary["diverged_step"] = steplog.diverged_step
+        summary["diverged_step"] = steplog.diverged_step or step
     if error:
         summary["error"] = error
     run.write_meta({"ended": now_iso()})

@@ -20,10 +20,13 @@ def test_every_key_has_a_default_and_a_description():
     assert config.optim.lr == 0.01 and config.optim.batch_size == 100
     for section in (
         Config,
-        *(Config.model_fields[s].annotation for s in ("data", "model", "optim", "train")),
+        *(
+            Config.model_fields[s].annotation
+            for s in ("data", "model", "optim", "train", "diagnostics")
+        ),
     ):
         for name, field in section.model_fields.items():
-            if section is Config and name in ("data", "model", "optim", "train"):
+            if section is Config and name in ("data", "model", "optim", "train", "diagnostics"):
                 continue
             assert field.description, f"{section.__name__}.{name} has no docstring"
 
@@ -79,7 +82,7 @@ def test_resolved_config_round_trips(tmp_path: Path):
         ({"optim": {"lrr": 1}}, r"optim\.lrr: unknown key; valid keys here: lr, momentum, "),
         (
             {"bogus": 1},
-            r"bogus: unknown key; valid keys here: name, seed, data, model, optim, train, edit",
+            r"bogus: unknown key; valid keys here: name, seed, data, model, optim, train, diagnostics, edit",
         ),
         ({"optim": {"lr": "fast"}}, r"optim\.lr: .*number.*'fast'"),
         ({"optim": {"batch_size": 0}}, r"optim\.batch_size: .*greater than or equal to 1"),

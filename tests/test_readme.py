@@ -57,8 +57,10 @@ def test_step_columns_and_summary_keys_are_documented(tmp_path, tiny_config):
         assert f"`{key}`" in README, key
     for key in json.loads((result.path / "meta.json").read_text()):
         assert f"`{key}`" in README, key
-    for column in (result.path / "evals.csv").read_text().splitlines()[0].split(","):
-        assert f"`{column}`" in README
+    for name in ("evals.csv", "grads.csv", "alerts.csv"):
+        for column in (result.path / name).read_text().splitlines()[0].split(","):
+            assert f"`{column}`" in README, (name, column)
+        assert f"`{name}`" in README
     for command in (
         "gradlab train",
         "gradlab validate",

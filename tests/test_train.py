@@ -33,8 +33,10 @@ def test_run_folder_is_complete_and_self_describing(tmp_path: Path, tiny_config)
     run = result.path
     assert run.parent == tmp_path / "runs" and run.name.startswith("tiny-")
     assert sorted(p.name for p in run.iterdir()) == [
+        "alerts.csv",
         "config.yaml",
         "evals.csv",
+        "grads.csv",
         "meta.json",
         "steps.csv",
         "summary.json",
@@ -56,6 +58,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path: Path, tiny_config)
         "grad_norm.fc2.weight",
         "grad_norm.fc2.bias",
         "skipped",
+        "nonfinite",
         "edit0.clip_norm.norm",
         "edit0.clip_norm.scale",
         "edit0.clip_norm.changed",

@@ -76,6 +76,10 @@ class EditPipeline:
         """Names of the parameters that ``freeze`` edits keep out of the update at ``step``."""
         return frozenset(n for e in self.edits if e.freezes and e.active(step) for n in e.targets)
 
+    def idle_stats(self) -> list[torch.Tensor]:
+        """Statistics of a step at which no edit ran (NaN, ``changed = 0``)."""
+        return [value for e in self.edits for value in self._idle[id(e)]]
+
     def apply(self, grads: Tensors, weights: Tensors, step: int) -> list[torch.Tensor]:
         """Run every edit that is active at ``step``; returns statistics in column order
         (NaN statistics and ``changed = 0`` for an edit that is switched off)."""

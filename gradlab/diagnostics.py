@@ -1,0 +1,246 @@
+"""Gradient health: per-layer statistics every few steps, and alerts for vanishing and
+exploding gradients and dead ReLU units.
+
+Statistics are taken before the edits, from the true (unscaled) gradients, computed on the
+training device and read back only when the step log flushes. Alerts are decided at that
+point, on the host, in step order.
+
+``grads.csv`` (long format, one row per check and parameter): ``step``, ``param``, then
+``mean``, ``std`` (population), ``norm`` (L2), ``max_abs``, ``zero_frac`` (fraction of entries
+exactly zero), ``update_ratio`` (``||lr * g|| / ||w||``) and ``weight_norm`` (``||w||``).
+``alerts.csv``: ``step``, ``alert``, ``param``, ``value``, ``threshold``, ``message``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gradlab.config import DiagnosticsConfig
+from gradlab.runlog import CsvLog
+
+STATS = ("mean", "std", "norm", "max_abs", "zero_frac", "update_ratio", "weight_norm")
+GRADS_COLUMNS = ["step", "param", *STATS]
+ALERTS_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
+ALERT_KINDS = ("vanishing", "exploding", "dead_relu")
+FIRST, LAST = "fc1.weight", "fc2.weight"
+
+
+def gradient_statistics(
+    grads: list[torch.Tensor], weights: list[torch.Tensor], lr: float
+) -> torch.Tensor:
+    """A (parameters x 7) tensor of :data:`STATS`, on the gradients' device."""
+    norms = torch.stack(torch._foreach_norm(grads))
+    weight_norms = torch.stack(torch._foreach_norm(weights))
+    rows = [
+        torch.stack(
+            [
+                g.mean(),
+                g.std(correction=0),
+                norms[i],
+                g.abs().max(),
+                (g == 0).float().mean(),
+                lr * norms[i] / weight_norms[i],
+                weight_norms[i],
+            ]
+        )
+        for i, g in enumerate(grads)
+    ]
+    return torch.stack(rows).float()
+
+
+@dataclass
+class Alert:
+    step: int
+    alert: str
+    param: str
+    value: float
+    threshold: float
+    message: str
+
+
+class Diagnostics:
+    """Collects statistics at checks, writes grads.csv / alerts.csv, raises alerts."""
+
+    def __init__(
+        self,
+        cfg: DiagnosticsConfig,
+        names: list[str],
+        grads_log: CsvLog,
+        alerts_log: CsvLog,
+        relu_hidden: bool,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.names = names
+        self.grads_log = grads_log
+        self.alerts_log = alerts_log
+        self.relu_hidden = relu_hidden
+        self.on_alert = on_alert
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self.counts = dict.fromkeys(ALERT_KINDS, 0)
+        self.alerts: list[Alert] = []
+        self._vanishing_run = 0
+        self._active = dict.fromkeys(ALERT_KINDS, False)
+        self._first_total: float | None = None
+        self._last_alive: torch.Tensor | None = None  # per hidden unit: last step with a gradient
+
+    def due(self, step: int) -> bool:
+        return self.cfg.every > 0 and step % self.cfg.every == 0
+
+    def record(
+        self, step: int, grads: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], lr: float
+    ) -> None:
+        """Compute the statistics of this step (no host synchronization)."""
+        stats = gradient_statistics(
+            [grads[n] for n in self.names], [weights[n].detach() for n in self.names], lr
+        )
+        alive = None
+        if self.relu_hidden:  # a hidden unit learns when its incoming weights get a gradient
+            alive = (grads["fc1.weight"] != 0).any(dim=1) | (grads["fc1.bias"] != 0)
+        self.pending.append((step, stats, alive))
+
+    def flush(self) -> None:
+        """Write the pending checks and decide the alerts, in step order."""
+        if not self.pending:
+            return
+        rows = []
+        for step, stats, alive in self.pending:
+            values = stats.tolist()
+            rows += [[step, name, *values[i]] for i, name in enumerate(self.names)]
+            norms = [v[STATS.index("norm")] for v in values]
+            if all(math.isfinite(n) for n in norms):  # AMP overflow or divergence: no verdict
+                self._check(step, norms, alive)
+        self.pending.clear()
+        self.grads_log.append(rows)
+
+    # ------------------------------------------------------------------ alerts
+
+    def _raise(self, kind: str, active: bool, alert: Alert | None) -> None:
+        """Fire ``alert`` when condition ``kind`` starts; stay quiet while it lasts."""
+        if active and not self._active[kind] and alert is not None:
+            self.counts[kind] += 1
+            self.alerts.append(alert)
+            self.alerts_log.append(
+                [
+                    [
+                        alert.step,
+                        alert.alert,
+                        alert.param,
+                        alert.value,
+                        alert.threshold,
+                        alert.message,
+                    ]
+                ]
+            )
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        self._active[kind] = active
+
+    def _check(self, step: int, norms: list[float], alive: torch.Tensor | None) -> None:
+        cfg = self.cfg
+        by_name = dict(zip(self.names, norms, strict=True))
+
+        # vanishing: a tiny norm, or the first layer's gradient tiny next to the last one's
+        vanishing = None
+        smallest = min(by_name, key=by_name.get)
+        ratio = by_name[FIRST] / by_name[LAST] if by_name[LAST] > 0 else math.inf
+        if by_name[smallest] < cfg.vanishing_norm:
+            vanishing = (
+                smallest,
+                by_name[smallest],
+                cfg.vanishing_norm,
+                f"||grad {smallest}|| = {by_name[smallest]:.3g} < {cfg.vanishing_norm:g}",
+            )
+        elif ratio < cfg.vanishing_ratio:
+            vanishing = (
+                f"{FIRST}/{LAST}",
+                ratio,
+                cfg.vanishing_ratio,
+                f"||grad {FIRST}|| / ||grad {LAST}|| = {ratio:.3g} < {cfg.vanishing_ratio:g}",
+            )
+        self._vanishing_run = self._vanishing_run + 1 if vanishing else 0
+        fired = vanishing is not None and self._vanishing_run >= cfg.patience
+        self._raise(
+            "vanishing",
+            fired,
+            Alert(
+                step,
+                "vanishing",
+                vanishing[0],
+                vanishing[1],
+                vanishing[2],
+                f"vanishing gradients at step {step}: {vanishing[3]} for {cfg.patience} checks in a row",
+            )
+            if fired
+            else None,
+        )
+
+        # exploding: a huge norm, or the global norm far above where it started
+        total = math.sqrt(sum(n * n for n in norms))
+        if self._first_total is None:
+            self._first_total = total
+        exploding = None
+        largest = max(by_name, key=by_name.get)
+        if by_name[largest] > cfg.exploding_norm:
+            exploding = (
+                largest,
+                by_name[largest],
+                cfg.exploding_norm,
+                f"||grad {largest}|| = {by_name[largest]:.3g} > {cfg.exploding_norm:g}",
+            )
+        elif self._first_total > 0 and total / self._first_total > cfg.exploding_growth:
+            growth = total / self._first_total
+            exploding = (
+                "all",
+                growth,
+                cfg.exploding_growth,
+                f"the global gradient norm is {growth:.3g}x its value at the first check",
+            )
+        self._raise(
+            "exploding",
+            exploding is not None,
+            Alert(
+                step,
+                "exploding",
+                exploding[0],
+                exploding[1],
+                exploding[2],
+                f"exploding gradients at step {step}: {exploding[3]}",
+            )
+            if exploding
+            else None,
+        )
+
+        # dead ReLU units: no gradient at any check of the last dead_window steps
+        if alive is None:
+            return
+        alive = alive.cpu()
+        if self._last_alive is None:
+            self._last_alive = torch.zeros(len(alive), dtype=torch.long)
+        self._last_alive[alive] = step
+        dead = (
+            int((self._last_alive <= step - cfg.dead_window).sum())
+            if step >= cfg.dead_window
+            else 0
+        )
+        fraction = dead / len(alive)
+        active = fraction >= cfg.dead_fraction
+        self._raise(
+            "dead_relu",
+            active,
+            Alert(
+                step,
+                "dead_relu",
+                "fc1",
+                fraction,
+                cfg.dead_fraction,
+                f"dead ReLU units at step {step}: {dead} of {len(alive)} hidden units had no "
+                f"gradient for {cfg.dead_window} steps",
+            )
+            if active
+            else None,
+        )

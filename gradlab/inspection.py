@@ -1,0 +1,87 @@
+"""Reading one run's gradient health back: per-layer statistics and alerts (pandas, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gradlab.compare import CompareError, _read_log
+from gradlab.runlog import ALERTS_FILE, GRADS_FILE
+
+STATS = ("mean", "std", "norm", "max_abs", "zero_frac", "update_ratio", "weight_norm")
+
+
+def load_grads(run: str | Path) -> pd.DataFrame:
+    """``grads.csv`` of a run: one row per check and parameter."""
+    path = Path(run) / GRADS_FILE
+    if not path.exists():
+        if not Path(run).is_dir():
+            raise CompareError(f"{run}: not a run folder")
+        raise CompareError(f"{run}: no {GRADS_FILE} (the run had diagnostics.every: 0)")
+    return _read_log(path, "weight_norm")
+
+
+def load_alerts(run: str | Path) -> pd.DataFrame:
+    """``alerts.csv`` of a run (empty when none fired)."""
+    path = Path(run) / ALERTS_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=["step", "alert", "param", "value", "threshold", "message"])
+    return _read_log(path, "message")
+
+
+def layer_table(grads: pd.DataFrame) -> pd.DataFrame:
+    """First, last, min and max of every statistic of every parameter over the run."""
+    rows = []
+    for param, checks in grads.groupby("param", sort=False):
+        checks = checks.sort_values("step")
+        for stat in STATS:
+            values = checks[stat]
+            rows.append(
+                {
+                    "param": param,
+                    "stat": stat,
+                    "first": values.iloc[0],
+                    "last": values.iloc[-1],
+                    "min": values.min(),
+                    "max": values.max(),
+                    "argmax_step": int(checks["step"].iloc[values.argmax()])
+                    if values.notna().any()
+                    else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_layers(grads: pd.DataFrame, out: str | Path, title: str) -> Path:
+    """PNG of each parameter's gradient norm and update-to-weight ratio against step (log)."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    for param, checks in grads.groupby("param", sort=False):
+        axes[0].plot(checks["step"], checks["norm"], label=param)
+        axes[1].plot(checks["step"], checks["update_ratio"], label=param)
+    axes[0].set_title("gradient norm per parameter (before edits)")
+    axes[0].set_ylabel("L2 norm")
+    axes[1].set_title("update-to-weight ratio ||lr g|| / ||w||")
+    axes[1].set_ylabel("ratio")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=9)
+    fig.suptitle(title)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out
