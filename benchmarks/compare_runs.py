@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gradlab.config import config_from_dict
 from gradlab.runlog import RunWriter
-from gradlab.train import step_columns
+from gradlab.steplog import metric_columns, step_columns
 
 PARAMS = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 
@@ -30,7 +30,8 @@ PARAMS = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 def write_runs(root: Path, count: int, steps: int) -> None:
     rng = random.Random(0)
     columns = step_columns(
-        PARAMS, ["edit0.clip_norm.norm", "edit0.clip_norm.scale", "edit0.clip_norm.changed"]
+        metric_columns(PARAMS, "full", use_scaler=False),
+        ["edit0.clip_norm.norm", "edit0.clip_norm.scale", "edit0.clip_norm.changed"],
     )
     for i in range(count):
         config = config_from_dict(

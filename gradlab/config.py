@@ -109,6 +109,12 @@ class TrainConfig(Section):
     """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
     """Mixed precision: `auto` = fp16 autocast with a GradScaler on CUDA, off elsewhere."""
+    engine: Literal["auto", "autograd", "analytic"] = "auto"
+    """Gradient engine: `analytic` (hand-derived backward, faster, full precision only),
+    `autograd` (PyTorch's), or `auto` = analytic when AMP is off, else autograd."""
+    log: Literal["full", "loss"] = "full"
+    """Per-step logging: `full` (loss, accuracy, global and per-parameter gradient norms) or
+    `loss` (the loss and the edits' statistics only; faster)."""
     amp_init_scale: float = Field(65536.0, gt=0)
     """Initial loss scale of the GradScaler (fp16 only)."""
     eval_every: int = Field(0, ge=0)
@@ -132,7 +138,7 @@ class TrainConfig(Section):
 
 
 class DiagnosticsConfig(Section):
-    every: int = Field(10, ge=0)
+    every: int = Field(50, ge=0)
     """Per-layer gradient statistics (grads.csv) and alert checks every N steps; 0 = off."""
     patience: int = Field(3, ge=1)
     """Checks in a row a vanishing condition must hold before its alert fires."""

@@ -100,6 +100,16 @@ class CsvLog:
         self._writer.writerows([[format_value(v) for v in row] for row in rows])
         self._file.flush()
 
+    def append_lines(self, text: str) -> None:
+        """Append rows already formatted as CSV lines (the fast path of numeric logs)."""
+        self._file.write(text)
+        self._file.flush()
+
+    def numeric_template(self, integer_columns: set[str]) -> str:
+        """A ``str.format`` template for one row of numbers, the same text as
+        :func:`format_value` gives once ``nan`` is replaced by an empty cell."""
+        return ",".join("{}" if c in integer_columns else "{:.7g}" for c in self.columns) + "\n"
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()

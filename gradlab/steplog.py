@@ -1,9 +1,9 @@
 """Per-step metrics: a buffer on the training device, flushed to steps.csv in batches.
 
 The loop records 0-dim tensors; nothing here reads them back until a flush (every
-``capacity`` steps or once a second), so a step never waits for the device. Each flush also
-updates the running figures the summary needs (divergence, AMP skips, gradient-norm mean and
-max, how often the edits changed the gradient).
+``capacity`` steps or once a second), so a step never waits for the device. Columns that
+follow from others (``skipped``, ``nonfinite``) are derived on the host at the flush, which
+also updates the running figures the summary needs.
 """
 
 from __future__ import annotations
@@ -17,30 +17,64 @@ import torch
 
 from gradlab.runlog import CsvLog
 
-HOST_COLUMNS = ("step", "epoch", "lr")  # known on the host; elapsed_s comes last
 FINAL_LOSS_WINDOW = 20  # final_train_loss = mean batch loss over the last 20 steps
+
+
+def step_columns(metric_columns: list[str], edit_columns: list[str]) -> list[str]:
+    """The columns of steps.csv, in order (documented in the README)."""
+    return [
+        "step",
+        "epoch",
+        "lr",
+        *metric_columns,
+        "skipped",
+        "nonfinite",
+        *edit_columns,
+        "elapsed_s",
+    ]
+
+
+def metric_columns(param_names: list[str], log: str, use_scaler: bool) -> list[str]:
+    """The device-side metrics of a step before the edits' statistics.
+
+    ``full``: loss, accuracy, grad_norm, grad_norm_after and one norm per parameter;
+    ``loss``: the loss (and grad_norm under a GradScaler, which tells its skipped steps).
+    """
+    if log == "full":
+        return [
+            "loss",
+            "accuracy",
+            "grad_norm",
+            "grad_norm_after",
+            *(f"grad_norm.{n}" for n in param_names),
+        ]
+    return ["loss", "grad_norm"] if use_scaler else ["loss"]
 
 
 class StepLog:
     def __init__(
         self,
         csv: CsvLog,
+        metrics: list[str],
+        edit_columns: list[str],
         capacity: int,
         device: torch.device,
+        use_scaler: bool,
         stop_on_nonfinite: bool,
         on_flush: Callable[[StepLog], None] | None = None,
     ) -> None:
         self.csv = csv
-        self.device_columns = csv.columns[len(HOST_COLUMNS) : -1]
-        index = {name: i for i, name in enumerate(self.device_columns)}
-        self._loss, self._accuracy = index["loss"], index["accuracy"]
-        self._grad_norm, self._skipped = index["grad_norm"], index["skipped"]
-        self._nonfinite = index["nonfinite"]
+        self.template = csv.numeric_template({"step", "epoch", "skipped", "nonfinite"})
+        self.metrics = metrics
+        self.n_metrics = len(metrics)
+        self._accuracy = metrics.index("accuracy") if "accuracy" in metrics else None
+        self._grad_norm = metrics.index("grad_norm") if "grad_norm" in metrics else None
         self._changed = [
-            i for c, i in index.items() if c.startswith("edit") and c.endswith(".changed")
+            self.n_metrics + i for i, c in enumerate(edit_columns) if c.endswith(".changed")
         ]
-        self.buffer = torch.zeros((capacity, len(self.device_columns)), device=device)
-        self.host_rows: list[tuple[int, int, float, float]] = []
+        self.buffer = torch.zeros((capacity, len(metrics) + len(edit_columns)), device=device)
+        self.host_rows: list[tuple[int, int, float, int, float]] = []  # step, epoch, lr, batch, t
+        self.use_scaler = use_scaler
         self.stop_on_nonfinite = stop_on_nonfinite
         self.on_flush = on_flush
         self.t0 = self.last_flush = time.perf_counter()
@@ -58,12 +92,18 @@ class StepLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def record(self, step: int, epoch: int, lr: float, values: list[torch.Tensor]) -> None:
-        """Store one step's device values (in ``device_columns`` order); flush when due."""
+    def record(
+        self, step: int, epoch: int, lr: float, batch: int, values: list[torch.Tensor]
+    ) -> None:
+        """Store one step's device values (metrics, then edit statistics); flush when due.
+
+        ``accuracy`` is recorded as the number of correct predictions of the batch of size
+        ``batch`` and divided on the host.
+        """
         slot = len(self.host_rows)
         torch.stack(values, out=self.buffer[slot])
         now = time.perf_counter()
-        self.host_rows.append((step, epoch, lr, now - self.t0))
+        self.host_rows.append((step, epoch, lr, batch, now - self.t0))
         if slot + 1 == len(self.buffer) or now - self.last_flush > 1.0:
             self.flush()
 
@@ -73,37 +113,48 @@ class StepLog:
         if not self.host_rows:
             return
         values = self.buffer[: len(self.host_rows)].tolist()
-        rows = []
-        for (step, epoch, lr, elapsed), row in zip(self.host_rows, values, strict=True):
-            rows.append([step, epoch, lr, *row, elapsed])
-            self._account(step, row)
-        self.csv.append(rows)
-        last_step, last_epoch, _, elapsed = self.host_rows[-1]
+        lines = []
+        m, template = self.n_metrics, self.template
+        for (step, epoch, lr, batch, elapsed), row in zip(self.host_rows, values, strict=True):
+            if self._accuracy is not None:
+                row[self._accuracy] /= batch
+            skipped, nonfinite = self._account(step, row)
+            lines.append(
+                template.format(step, epoch, lr, *row[:m], skipped, nonfinite, *row[m:], elapsed)
+            )
+        # a metric that is NaN (an edit switched off, a diverged loss) is an empty cell
+        self.csv.append_lines("".join(lines).replace("nan", ""))
+        last_step, last_epoch, _, _, elapsed = self.host_rows[-1]
         self.last = {
             "step": last_step,
             "epoch": last_epoch,
-            "loss": values[-1][self._loss],
-            "accuracy": values[-1][self._accuracy],
+            "loss": values[-1][0],
+            "accuracy": values[-1][self._accuracy] if self._accuracy is not None else math.nan,
             "steps_per_second": last_step / elapsed if elapsed > 0 else 0.0,
         }
         self.host_rows.clear()
         if self.on_flush is not None:
             self.on_flush(self)
 
-    def _account(self, step: int, row: list[float]) -> None:
-        loss, grad_norm, skipped = row[self._loss], row[self._grad_norm], row[self._skipped]
+    def _account(self, step: int, row: list[float]) -> tuple[int, int]:
+        """Derive ``skipped`` and ``nonfinite`` for one row and update the running figures."""
+        loss = row[0]
+        grad_norm = row[self._grad_norm] if self._grad_norm is not None else math.nan
+        finite_grads = self._grad_norm is None or math.isfinite(grad_norm)
+        skipped = int(self.use_scaler and not finite_grads)  # the GradScaler skipped it
+        nonfinite = int(not math.isfinite(loss) or (not self.use_scaler and not finite_grads))
         self.steps += 1
-        self.skipped += int(skipped)
-        finite_grads = math.isfinite(grad_norm)
-        if self.stop_on_nonfinite and self.diverged_step is None and row[self._nonfinite]:
+        self.skipped += skipped
+        if self.stop_on_nonfinite and self.diverged_step is None and nonfinite:
             self.diverged_step = step
-        if finite_grads and not skipped:
+        if self._grad_norm is not None and finite_grads:
             self.grad_norm_sum += grad_norm
             self.grad_norm_count += 1
             self.grad_norm_max = max(self.grad_norm_max, grad_norm)
         if any(row[i] == 1.0 for i in self._changed):
             self.changed_steps += 1
         self.recent_losses.append(loss)
+        return skipped, nonfinite
 
     def figures(self) -> dict[str, float | None]:
         """The summary's figures over every step logged so far."""

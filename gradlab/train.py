@@ -1,7 +1,7 @@
 """The training loop: one explicit function that reads top to bottom.
 
-batch -> forward -> loss -> scaled backward -> unscale -> gradient norms -> **edit** ->
-optimizer step -> scaler update -> log. Per-step metrics stay on the training device in a
+batch -> forward, loss, (scaled) backward (the engine) -> unscale -> gradient norms ->
+**edit** -> optimizer step -> scaler update -> log. Per-step metrics stay on the training device in a
 preallocated buffer and are written to ``steps.csv`` every ``train.flush_every`` steps (and at
 least once a second), so no step waits for the device.
 """
@@ -22,6 +22,7 @@ from gradlab.config import Config
 from gradlab.data import Dataset, batch_order, load_dataset
 from gradlab.diagnostics import ALERTS_COLUMNS, GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
+from gradlab.engines import make_engine, resolve_engine
 from gradlab.environment import (
     SigintFlag,
     describe_environment,
@@ -33,7 +34,7 @@ from gradlab.environment import (
 from gradlab.model import TwoLayerNet
 from gradlab.optim import SGD
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE, RunWriter
-from gradlab.steplog import StepLog
+from gradlab.steplog import StepLog, metric_columns, step_columns
 
 
 @dataclass
@@ -54,24 +55,6 @@ class RunResult:
     path: Path
     summary: dict[str, Any]
     model: torch.nn.Module | None = None  # the trained network (Python API only)
-
-
-def step_columns(param_names: list[str], edit_columns: list[str]) -> list[str]:
-    """The columns of steps.csv, in order (documented in the README)."""
-    return [
-        "step",
-        "epoch",
-        "lr",
-        "loss",
-        "accuracy",
-        "grad_norm",
-        "grad_norm_after",
-        *(f"grad_norm.{name}" for name in param_names),
-        "skipped",
-        "nonfinite",
-        *edit_columns,
-        "elapsed_s",
-    ]
 
 
 def learning_rate(cfg_optim, step: int, total_steps: int) -> float:
@@ -112,8 +95,8 @@ def train(
 ) -> RunResult:
     """Train ``config`` and write its run folder under ``runs_dir``.
 
-    Everything that can fail on bad input (device, AMP mode, dataset) is resolved before the
-    run folder is created, so a bad input leaves nothing behind.
+    Everything that can fail on bad input (device, AMP mode, engine, dataset) is resolved
+    before the run folder is created, so a bad input leaves nothing behind.
 
     Args:
         config: the validated experiment.
@@ -125,17 +108,18 @@ def train(
         data: an already loaded dataset on the right device (skips loading).
 
     Returns:
-        The run folder and its summary (``status`` is completed, interrupted, failed or
-        diverged; a failed run's summary holds the error message).
+        The run folder, its summary (``status`` is completed, interrupted, failed or
+        diverged; a failed run's summary holds the error message) and the trained model.
     """
     started = now_iso()
     device = resolve_device(config.train.device)
     amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+    engine_name = resolve_engine(config.train.engine, amp_dtype)
     seed_everything(config.seed)
     if data is None:
         data = load_dataset(config.data, device)
 
-    # ---- model, optimizer, scaler, edits
+    # ---- model, engine, optimizer, scaler, edits
     model = TwoLayerNet(config.model).to(device)
     weights = dict(model.named_parameters())
     names = list(weights)
@@ -144,6 +128,7 @@ def train(
     scaler = torch.amp.GradScaler(
         device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
     )
+    engine = make_engine(engine_name, model, scaler, amp_dtype)
     pipeline = EditPipeline(config.edit, names, config.seed, device)
     pipeline.setup(weights)
     data_order = torch.Generator().manual_seed(config.seed)
@@ -152,11 +137,13 @@ def train(
     steps_per_epoch = math.ceil(n_train / opt.batch_size)
     total_steps = opt.max_steps or opt.epochs * steps_per_epoch
     eval_every = config.train.eval_every
+    full_log = config.train.log == "full"
+    metrics = metric_columns(names, config.train.log, use_scaler)
 
     # ---- run folder
-    columns = step_columns(names, pipeline.columns)
     meta = describe_environment(device, amp_dtype, use_scaler)
     meta.update(
+        engine=engine_name,
         dataset=data.info,
         command=command if command is not None else sys.argv,
         started=started,
@@ -166,6 +153,7 @@ def train(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
     )
+    columns = step_columns(metrics, pipeline.columns)
     run = RunWriter.create(runs_dir, config.name, config.to_yaml(), meta, columns)
 
     # ---- per-step metrics, buffered on the device; gradient health every few steps
@@ -187,22 +175,19 @@ def train(
         if diagnostics is not None:
             diagnostics.flush()
         if on_progress is not None:
-            on_progress(
-                Progress(
-                    total_steps=total_steps,
-                    test_accuracy=evals[-1][2] if evals else None,
-                    **log.last,
-                )
-            )
+            test_accuracy = evals[-1][2] if evals else None
+            on_progress(Progress(total_steps=total_steps, test_accuracy=test_accuracy, **log.last))
 
     steplog = StepLog(
         run.steps,
+        metrics,
+        pipeline.columns,
         config.train.flush_every,
         device,
+        use_scaler=use_scaler,
         stop_on_nonfinite=not skip_nonfinite,
         on_flush=report,
     )
-    zero = torch.zeros((), device=device)
     consecutive_skips = nonfinite_skips = 0
 
     def run_eval(step: int, epoch: int) -> None:
@@ -225,49 +210,49 @@ def train(
                     step += 1
                     lr = learning_rate(opt, step, total_steps)
                     optimizer.lr = lr
-                    xb, yb = data.train_x[idx], data.train_y[idx]
+                    xb = data.train_x.index_select(0, idx)
+                    yb = data.train_y.index_select(0, idx)
 
-                    with torch.autocast(
-                        device.type, dtype=amp_dtype, enabled=amp_dtype is not None
-                    ):
-                        logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), yb)
-                    optimizer.zero_grad()
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)  # edits and norms see the true gradients
-
+                    loss, logits = engine.step(xb, yb)  # forward, loss, (scaled) backward
+                    scaler.unscale_(optimizer)  # norms and edits see the true gradients
                     grads = {name: weights[name].grad for name in names}
-                    param_norms = torch._foreach_norm(list(grads.values()))
-                    grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
-                    finite = torch.isfinite(loss) & (torch.isfinite(grad_norm) | use_scaler)
-                    nonfinite = (~finite).float()
-                    skipped = (~torch.isfinite(grad_norm)).float() if use_scaler else zero
+                    if full_log or use_scaler:
+                        param_norms = torch._foreach_norm(list(grads.values()))
+                        grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
                     if diagnostics is not None and diagnostics.due(step):
                         diagnostics.record(step, grads, weights, lr)  # before the edits
 
-                    # on_nonfinite: skip costs one host synchronization per step
-                    if skip_nonfinite and not finite:
+                    # on_nonfinite: skip reads the loss on the host: one sync per step
+                    if skip_nonfinite and not finite_step(
+                        loss, grad_norm if full_log else None, use_scaler
+                    ):
                         consecutive_skips += 1
                         nonfinite_skips += 1
-                        edit_stats, grad_norm_after = pipeline.idle_stats(), grad_norm
+                        edit_stats = pipeline.idle_stats()
+                        grad_norm_after = grad_norm if full_log else None
                         scaler.update()  # no step: the parameters stay as they were
                     else:
                         consecutive_skips = 0
-                        edit_stats = pipeline.apply(grads, weights, step)  # the edit
-                        grad_norm_after = (
-                            torch.linalg.vector_norm(
-                                torch.stack(torch._foreach_norm(list(grads.values())))
+                        known = dict(zip(names, param_norms, strict=True)) if full_log else None
+                        edit_stats = pipeline.apply(grads, weights, step, known)  # the edit
+                        if full_log:
+                            grad_norm_after = (
+                                torch.linalg.vector_norm(
+                                    torch.stack(torch._foreach_norm(list(grads.values())))
+                                )
+                                if len(pipeline)
+                                else grad_norm
                             )
-                            if len(pipeline)
-                            else grad_norm
-                        )
                         # skipped by the scaler when a gradient overflowed; frozen ones sit out
                         scaler.step(optimizer, frozen=pipeline.frozen_at(step))
                         scaler.update()
 
-                    accuracy = (logits.argmax(1) == yb).float().mean()
-                    values = [loss.detach(), accuracy, grad_norm, grad_norm_after, *param_norms]
-                    steplog.record(step, epoch, lr, [*values, skipped, nonfinite, *edit_stats])
+                    if full_log:
+                        correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
+                        values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
+                    else:
+                        values = [loss, grad_norm] if use_scaler else [loss]
+                    steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
                     if steplog.diverged_step is not None or consecutive_skips >= max_skips:
                         status = "diverged"
                     if status == "completed" and (
@@ -302,11 +287,11 @@ def train(
         "best_test_accuracy": max(e[2] for e in evals) if evals else None,
         "final_test_loss": evals[-1][1] if evals else None,
         **steplog.figures(),
+        "nonfinite_skips": nonfinite_skips,
+        "alerts": diagnostics.counts if diagnostics is not None else None,
         "wall_seconds": round(wall, 4),
         "steps_per_second": round(step / wall, 2) if wall > 0 else None,
     }
-    summary["nonfinite_skips"] = nonfinite_skips
-    summary["alerts"] = diagnostics.counts if diagnostics is not None else None
     if status == "diverged":
         summary["diverged_step"] = steplog.diverged_step or step
     if error:
@@ -315,3 +300,10 @@ def train(
     run.write_summary(summary)
     run.close()
     return RunResult(path=run.path, summary=summary, model=model)
+
+
+def finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, use_scaler: bool) -> bool:
+    """Whether the loss (and, without a GradScaler, the gradient) is finite: a host sync."""
+    if grad_norm is None or use_scaler:
+        return bool(torch.isfinite(loss))
+    return bool(torch.isfinite(loss) & torch.isfinite(grad_norm))

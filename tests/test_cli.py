@@ -231,10 +231,10 @@ def test_a_crash_inside_the_loop_is_recorded_as_failed(tmp_path: Path, monkeypat
 
     original = EditPipeline.apply
 
-    def explode(self, grads, weights, step):
+    def explode(self, grads, weights, step, *args):
         if step == 3:
             raise RuntimeError("boom at step 3")
-        return original(self, grads, weights, step)
+        return original(self, grads, weights, step, *args)
 
     monkeypatch.setattr(EditPipeline, "apply", explode)
     config = write_config(tmp_path, tiny())

@@ -103,24 +103,43 @@ def test_no_alert_on_the_baseline(tmp_path):
 
 
 class NanAt:
-    """Replace the training loss by NaN at the given steps (a test hook on cross_entropy)."""
+    """A test hook around the gradient engine: at the given steps the loss and every
+    gradient come out NaN, whichever engine runs."""
 
     def __init__(self, steps):
         self.steps, self.calls = set(steps), 0
-        self.original = torch.nn.functional.cross_entropy
 
-    def __call__(self, logits, target, *args, **kwargs):
-        loss = self.original(logits, target, *args, **kwargs)
-        if torch.is_grad_enabled() and kwargs.get("reduction", "mean") == "mean":
-            self.calls += 1
-            if self.calls in self.steps:
-                return loss * float("nan")
-        return loss
+    def install(self, monkeypatch):
+        import gradlab.train
+
+        make = gradlab.train.make_engine
+
+        def patched(*args, **kwargs):
+            engine = make(*args, **kwargs)
+            step = engine.step
+
+            def poisoned(x, y):
+                loss, logits = step(x, y)
+                self.calls += 1
+                if self.calls in self.steps:
+                    for p in engine.model.parameters():
+                        p.grad.fill_(float("nan"))
+                    return loss * float("nan"), logits
+                return loss, logits
+
+            engine.step = poisoned
+            return engine
+
+        monkeypatch.setattr(gradlab.train, "make_engine", patched)
 
 
-def test_skip_policy_steps_over_nonfinite_losses(tmp_path, tiny_config, monkeypatch):
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", NanAt({3, 4}))
-    result = train(tiny_config(train={"on_nonfinite": "skip"}), tmp_path)
+ENGINES = ["autograd", "analytic"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_skip_policy_steps_over_nonfinite_losses(tmp_path, tiny_config, monkeypatch, engine):
+    NanAt({3, 4}).install(monkeypatch)
+    result = train(tiny_config(train={"on_nonfinite": "skip", "engine": engine}), tmp_path)
     assert result.summary["status"] == "completed" and result.summary["nonfinite_skips"] == 2
     logged = rows(result.path / "steps.csv")
     assert [r["nonfinite"] for r in logged[:6]] == ["0", "0", "1", "1", "0", "0"]
@@ -129,18 +148,19 @@ def test_skip_policy_steps_over_nonfinite_losses(tmp_path, tiny_config, monkeypa
 
 
 def test_skip_policy_gives_up_after_max_consecutive_skips(tmp_path, tiny_config, monkeypatch):
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", NanAt(range(5, 100)))
+    NanAt(range(5, 100)).install(monkeypatch)
     config = tiny_config(train={"on_nonfinite": "skip", "max_consecutive_skips": 3})
     result = train(config, tmp_path)
     assert result.summary["status"] == "diverged" and result.summary["diverged_step"] == 7
     assert len(rows(result.path / "steps.csv")) == 7
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_stop_policy_ends_the_run_as_diverged_with_readable_logs(
-    tmp_path, tiny_config, monkeypatch
+    tmp_path, tiny_config, monkeypatch, engine
 ):
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", NanAt({3}))
-    result = train(tiny_config(train={"flush_every": 1}), tmp_path)
+    NanAt({3}).install(monkeypatch)
+    result = train(tiny_config(train={"flush_every": 1, "engine": engine}), tmp_path)
     assert result.summary["status"] == "diverged" and result.summary["diverged_step"] == 3
     logged = rows(result.path / "steps.csv")
     assert [int(r["step"]) for r in logged] == [1, 2, 3] and logged[2]["nonfinite"] == "1"

@@ -78,6 +78,9 @@ class Edit:
     freezes: ClassVar[bool] = False  # the optimizer leaves the targets out while active
 
     def __init__(self, params: EditParams, names: list[str], generator: torch.Generator) -> None:
+        # L2 norms of the targeted gradients, set by the pipeline for the step when it already
+        # has them (the loop logs them; only the first edit sees unedited gradients), else None
+        self.known_norms: list[torch.Tensor] | None = None
         self.params = params
         self.generator = generator
         self.targets = [

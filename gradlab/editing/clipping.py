@@ -40,7 +40,8 @@ class ClipNorm(Edit):
         p = self.params
         tensors = list(grads.values())
         order = 2.0 if p.norm == "l2" else float("inf")
-        norms = torch.stack(torch._foreach_norm(tensors, order))
+        known = self.known_norms if p.norm == "l2" else None
+        norms = torch.stack(known if known is not None else torch._foreach_norm(tensors, order))
         total = torch.linalg.vector_norm(norms, order)
         if p.per_param:
             scales = torch.clamp(p.max_norm / (norms + 1e-6), max=1.0)

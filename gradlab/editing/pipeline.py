@@ -12,6 +12,8 @@ from gradlab.editing.base import Edit, EditParams, Tensors
 from gradlab.editing.registry import get_strategy
 from gradlab.errors import ConfigError
 
+_NOTHING: frozenset[str] = frozenset()
+
 
 def parse_edit(position: int, entry: Any) -> EditParams:
     """Validate one config entry ``{type: NAME, ...}`` against its strategy's parameters."""
@@ -55,6 +57,7 @@ class EditPipeline:
             generator.manual_seed(edit_seed(seed, position))
             self.edits.append(get_strategy(params.type)(params, names, generator))
         self.columns = [c for i, e in enumerate(self.edits) for c in e.stat_columns(i)]
+        self._freezers = [e for e in self.edits if e.freezes]
         self._idle = {
             id(e): [torch.tensor(float("nan"), device=device)] * len(e.stats)
             + [torch.zeros((), device=device)]
@@ -74,17 +77,26 @@ class EditPipeline:
 
     def frozen_at(self, step: int) -> frozenset[str]:
         """Names of the parameters that ``freeze`` edits keep out of the update at ``step``."""
-        return frozenset(n for e in self.edits if e.freezes and e.active(step) for n in e.targets)
+        if not self._freezers:
+            return _NOTHING
+        return frozenset(n for e in self._freezers if e.active(step) for n in e.targets)
 
     def idle_stats(self) -> list[torch.Tensor]:
         """Statistics of a step at which no edit ran (NaN, ``changed = 0``)."""
         return [value for e in self.edits for value in self._idle[id(e)]]
 
-    def apply(self, grads: Tensors, weights: Tensors, step: int) -> list[torch.Tensor]:
+    def apply(
+        self, grads: Tensors, weights: Tensors, step: int, norms: Tensors | None = None
+    ) -> list[torch.Tensor]:
         """Run every edit that is active at ``step``; returns statistics in column order
-        (NaN statistics and ``changed = 0`` for an edit that is switched off)."""
+        (NaN statistics and ``changed = 0`` for an edit that is switched off).
+
+        ``norms``: the L2 norm of each gradient before any edit, when the caller has them
+        (handed to the first edit, so it need not compute them again).
+        """
         values: list[torch.Tensor] = []
-        for e in self.edits:
+        for i, e in enumerate(self.edits):
+            e.known_norms = [norms[n] for n in e.targets] if norms is not None and i == 0 else None
             if not e.active(step):
                 values.extend(self._idle[id(e)])
                 continue
