@@ -4,28 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	@touch $(STAMP)
 
-# The study: the baseline and one run per editing family (the tutorial's four edits), each
-# with 3 seeds on the offline MNIST sample for 10 epochs (400 steps, a few seconds per run),
-# written to a fresh runs/study-<time> folder and compared at the end.
-STUDY  := baseline clipping masking perturbation replacement
-SEEDS  := 0 1 2
-SAMPLE := --set data.name=mnist-sample --set optim.epochs=10
-
+# The study (configs/sweeps/editing-study.yaml): the baseline and one run per editing family,
+# 3 seeds each, on the offline MNIST sample, 2 runs at a time, then the grouped comparison and
+# its plot. Runs already completed in runs/editing-study/ are reused (add --rerun to redo).
 run: $(STAMP)
-	@dir=runs/study-$$(date +%Y%m%d-%H%M%S); \
-	for c in $(STUDY); do for s in $(SEEDS); do \
-		printf '%-28s seed %s -> ' configs/$$c.yaml $$s; \
-		$(BIN)/gradlab train configs/$$c.yaml $(SAMPLE) --seed $$s --runs-dir $$dir --quiet || exit $$?; \
-	done; done; \
-	$(BIN)/gradlab compare $$dir --plot $$dir/comparison.png
+	$(BIN)/gradlab sweep configs/sweeps/editing-study.yaml --jobs 2
+	$(BIN)/gradlab compare runs/editing-study --plot runs/editing-study/comparison.png > /dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,6 +25,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Speed: seconds per epoch of every loop against the compute floor, side by side, then
+# start-up, compare and run-folder figures (a few minutes).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/epoch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

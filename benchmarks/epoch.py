@@ -3,7 +3,7 @@
 One epoch = 600 steps of batch 100 over synthetic full-size data (60,000 x 784, already in
 memory; no download). Every loop runs one epoch per round, round after round (one warm-up
 round, then --rounds measured ones), so all loops see the same machine conditions; the
-table shows the median. Then, in a fresh process per loop, its peak resident memory.
+table shows the median. Then, in a fresh process per loop (the synthetic data included), its peak resident memory.
 
     python benchmarks/epoch.py [--rounds 5] [--no-memory] [--quick]
 
@@ -154,21 +154,34 @@ def gradlab_loop(
 
 
 def loops(data: Dataset, images, labels, runs: Path, quick: bool) -> dict:
+    """Loop name -> a factory that builds it (so --only builds just one)."""
     table = {
-        "floor (matrix products only)": floor_loop(data),
-        "tutorial (Dataset+ToTensor+DataLoader)": None if quick else tutorial_loop(images, labels),
-        "plain autograd + optim.SGD": autograd_loop(data, log_item=False),
-        "plain autograd + .item() every step": autograd_loop(data, log_item=True),
-        "gradlab autograd, full log, clip_norm": gradlab_loop(data, runs, "autograd", "full", True),
-        "gradlab analytic, full log, clip_norm": gradlab_loop(data, runs, "analytic", "full", True),
-        "gradlab analytic, full log, no edit": gradlab_loop(data, runs, "analytic", "full", False),
-        "gradlab analytic, full log, clip, no diagnostics": gradlab_loop(
+        "floor (matrix products only)": lambda: floor_loop(data),
+        "tutorial (Dataset+ToTensor+DataLoader)": lambda: tutorial_loop(images, labels),
+        "plain autograd + optim.SGD": lambda: autograd_loop(data, log_item=False),
+        "plain autograd + .item() every step": lambda: autograd_loop(data, log_item=True),
+        "gradlab autograd, full log, clip_norm": lambda: gradlab_loop(
+            data, runs, "autograd", "full", True
+        ),
+        "gradlab analytic, full log, clip_norm": lambda: gradlab_loop(
+            data, runs, "analytic", "full", True
+        ),
+        "gradlab analytic, full log, no edit": lambda: gradlab_loop(
+            data, runs, "analytic", "full", False
+        ),
+        "gradlab analytic, full log, clip, no diagnostics": lambda: gradlab_loop(
             data, runs, "analytic", "full", True, diagnostics=0
         ),
-        "gradlab analytic, loss log, clip_norm": gradlab_loop(data, runs, "analytic", "loss", True),
-        "gradlab analytic, loss log, no edit": gradlab_loop(data, runs, "analytic", "loss", False),
+        "gradlab analytic, loss log, clip_norm": lambda: gradlab_loop(
+            data, runs, "analytic", "loss", True
+        ),
+        "gradlab analytic, loss log, no edit": lambda: gradlab_loop(
+            data, runs, "analytic", "loss", False
+        ),
     }
-    return {name: fn for name, fn in table.items() if fn is not None}
+    if quick:
+        del table["tutorial (Dataset+ToTensor+DataLoader)"]
+    return table
 
 
 # --------------------------------------------------------------------------- CUDA
@@ -280,9 +293,9 @@ def main() -> None:
     data = as_dataset(images, labels)
     runs = Path(tempfile.mkdtemp(prefix="gradlab-epoch-"))
     try:
-        table = loops(data, images, labels, runs, args.quick)
+        factories = loops(data, images, labels, runs, args.quick)
         if args.only:
-            table[args.only]()
+            factories[args.only]()()
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(json.dumps({"peak_mib": peak}))
             return
@@ -291,6 +304,7 @@ def main() -> None:
             f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
             f"{STEPS} steps of batch {BATCH}, 784-{HIDDEN}-10, median of {args.rounds} epochs after 1 warm-up"
         )
+        table = {name: make() for name, make in factories.items()}
         times: dict[str, list[float]] = {name: [] for name in table}
         for round_ in range(args.rounds + 1):
             for name, epoch in table.items():

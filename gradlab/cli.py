@@ -214,15 +214,7 @@ def compare(
             raise cmp.CompareError(f"--format {fmt!r}: use one of {', '.join(formats)}")
         if plot is not None and plot.suffix.lower() != ".png":
             raise cmp.CompareError(f"--plot {plot}: the file must end in .png")
-        runs = cmp.load_runs(paths)
-        skipped = runs.attrs["skipped"]
-        if skipped:
-            shown = "; ".join(skipped[:5]) + (
-                f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-            )
-            render.print_warning(f"skipped {len(skipped)}: {shown}")
-        if runs.empty:
-            raise cmp.CompareError("no readable run folders in " + ", ".join(str(p) for p in paths))
+        runs = _load_runs_or_fail(paths)
         chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
         table = cmp.comparison(runs, group, sort_by, ascending, chosen, baseline)
         if fmt in ("csv", "json"):
@@ -254,6 +246,33 @@ def compare(
             except OSError as exc:
                 raise cmp.CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
             render.err_console.print(f"plot written to {plot}", highlight=False)
+
+
+def _load_runs_or_fail(paths: list[Path]):
+    """load_runs, with one warning line for the folders it skipped; an error when none is left."""
+    from gradlab import compare as cmp
+    from gradlab import render
+
+    runs = cmp.load_runs(paths)
+    skipped = runs.attrs["skipped"]
+    if skipped:
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        render.print_warning(f"skipped {len(skipped)}: " + "; ".join(skipped[:5]) + more)
+    if runs.empty:
+        raise cmp.CompareError("no readable run folders in " + ", ".join(str(p) for p in paths))
+    return runs
+
+
+def _print_comparison(paths: list[Path]) -> None:
+    """The default comparison table (seeds grouped when they repeat) of some runs."""
+    from gradlab import compare as cmp
+    from gradlab import render
+
+    runs = _load_runs_or_fail(paths)
+    table = cmp.comparison(runs)
+    headers, rows, constants = cmp.display(table)
+    title = f"{len(runs)} runs" + (f" in {len(table)} groups" if table.attrs["grouped"] else "")
+    render.comparison_text(headers, rows, constants, title)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -349,6 +368,98 @@ def inspect(
             except OSError as exc:
                 raise CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
             render.err_console.print(f"plot written to {plot}", highlight=False)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[
+        Path, typer.Argument(help="Sweep file (YAML).", show_default=False, dir_okay=False)
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the expanded runs; create nothing.")
+    ] = False,
+    executor: Annotated[str, typer.Option(help="local (worker processes) or ray.")] = "local",
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Runs at a time (local: worker processes). Default: the number of cores.",
+            show_default=False,
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (default: start a local Ray).", show_default=False),
+    ] = None,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="The sweep folder goes here.")
+    ] = Path("runs"),
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="Train again runs that are already completed.")
+    ] = False,
+) -> None:
+    """Run a grid of experiments in parallel and print the grouped comparison.
+
+    The sweep folder is [bold]<runs-dir>/<sweep name>/[/]: its run folders and sweep.json.
+    Running a sweep again skips runs already completed (same resolved config). Exit codes:
+    0 all done, 1 some run failed, 2 bad input, 130 interrupted.
+    """
+    import os
+
+    from gradlab import render
+    from gradlab.errors import GradlabError
+    from gradlab.sweep import describe, execute, load_sweep
+
+    with user_errors():
+        if executor not in ("local", "ray"):
+            raise GradlabError(f"--executor {executor!r}: use local or ray")
+        if executor == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise GradlabError("--executor ray needs Ray: pip install 'gradlab[ray]'")
+        spec = load_sweep(sweep_file)
+        if dry_run:
+            typer.echo(describe(spec), nl=False)
+            typer.echo(f"# {len(spec.runs)} runs -> {runs_dir / spec.name}/", err=True)
+            raise typer.Exit(0)
+        from gradlab.sweep import completed_runs
+
+        already = (
+            0 if rerun else sum(r.hash in completed_runs(runs_dir / spec.name) for r in spec.runs)
+        )
+        progress = render.SweepProgress(len(spec.runs) - already, already)
+        interrupted = False
+        import signal
+
+        previous = signal.signal(
+            signal.SIGINT, signal.default_int_handler
+        )  # even if inherited ignored
+        try:
+            with progress:
+                folder = execute(
+                    spec,
+                    runs_dir,
+                    executor,
+                    jobs or os.cpu_count(),
+                    address,
+                    rerun,
+                    on_event=progress,
+                )
+        except KeyboardInterrupt:
+            interrupted, folder = True, runs_dir / spec.name
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    counts: dict[str, int] = {}
+    for run in spec.runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    render.console.print(f"sweep {spec.name}: {line} -> {folder}", highlight=False, soft_wrap=True)
+    if any(r.folder for r in spec.runs):
+        with user_errors():
+            _print_comparison([folder])
+    failed = any(r.status not in ("done", "skipped", "interrupted") for r in spec.runs)
+    raise typer.Exit(130 if interrupted else 1 if failed else 0)
 
 
 @app.command()

@@ -33,6 +33,7 @@ from gradlab.runlog import (
 )
 
 IDENTITY = ["run", "name", "edits", "dataset", "seed"]
+SWEEP_FILE = "sweep.json"
 METRICS = [
     "steps",
     "final_train_loss",
@@ -77,6 +78,10 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             problems.append(f"{path} (no such file or folder)")
         elif path.is_dir() and is_run_folder(path):
             runs.append(path)
+        elif (path / SWEEP_FILE).is_file():
+            listed, missing = _sweep_runs(path)
+            runs.extend(listed)
+            problems.extend(missing)
         elif path.is_dir():
             children = sorted(c for c in path.iterdir() if c.is_dir() and is_run_folder(c))
             if children:
@@ -88,6 +93,18 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     unique = list(dict.fromkeys(p.resolve() for p in runs))
     by_resolved = {p.resolve(): p for p in runs}
     return [by_resolved[p] for p in unique], problems
+
+
+def _sweep_runs(path: Path) -> tuple[list[Path], list[str]]:
+    """The run folders a sweep folder's sweep.json lists (its latest run of each config)."""
+    try:
+        data = json.loads((path / SWEEP_FILE).read_text(encoding="utf-8"))
+        folders = [r.get("folder") for r in data["runs"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [], [f"{path / SWEEP_FILE} (unreadable: {exc})"]
+    listed = [path / f for f in folders if f]
+    missing = [f"{p} (listed in {SWEEP_FILE}, not found)" for p in listed if not p.is_dir()]
+    return [p for p in listed if p.is_dir()], missing
 
 
 # --------------------------------------------------------------------------- one run

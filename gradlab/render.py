@@ -23,7 +23,7 @@ def wide_console() -> Console:
 
 def print_error(message: str) -> None:
     """One line on stderr: ``error: <message>``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class TrainingProgress:
@@ -235,3 +235,47 @@ def print_inspection(run: Any, layers: Any, alerts: Any) -> None:
 
 def print_alert(alert: Any) -> None:
     err_console.print(f"[yellow]alert:[/] {escape(alert.message)}", highlight=False, soft_wrap=True)
+
+
+class SweepProgress:
+    """A rich progress bar of a sweep: runs done / running / failed, with an ETA."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        self.counts = {"done": 0, "running": 0, "failed": 0, "skipped": skipped}
+        self._progress = Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("eta"),
+            TimeRemainingColumn(compact=True),
+            console=err_console,
+        )
+        self._task = self._progress.add_task("sweep", total=total, counts=self._text())
+
+    def _text(self) -> str:
+        c = self.counts
+        failed = f"[red]{c['failed']} failed[/]" if c["failed"] else "0 failed"
+        return f"{c['done']} done · {c['running']} running · {failed} · {c['skipped']} skipped"
+
+    def __enter__(self) -> SweepProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def __call__(self, kind: str, run: Any) -> None:
+        if kind == "start":
+            self.counts["running"] += 1
+        else:
+            self.counts["running"] = max(0, self.counts["running"] - 1)
+            self.counts["done" if run.status == "done" else "failed"] += 1
+            if run.status != "done":
+                self._progress.console.print(
+                    f"[red]{escape(run.status)}:[/] {escape(run.name)} seed {run.seed}: "
+                    f"{escape(str(run.error or ''))}",
+                    highlight=False,
+                )
+            self._progress.advance(self._task)
+        self._progress.update(self._task, counts=self._text())

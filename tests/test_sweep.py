@@ -1,0 +1,250 @@
+"""Sweeps: expansion, dry run, the local executor, failure isolation, resume, and Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny
+from typer.testing import CliRunner
+
+from gradlab.cli import app
+from gradlab.errors import ConfigError
+from gradlab.sweep import execute, load_sweep
+
+runner = CliRunner()
+
+
+def write_sweep(folder: Path, **sweep) -> Path:
+    base = folder / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny(optim={"max_steps": 6})))
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", **sweep}))
+    return path
+
+
+def test_expansion_is_list_times_grid_times_seeds(tmp_path):
+    path = write_sweep(
+        tmp_path,
+        set={"optim.momentum": 0.5},
+        list=[{"name": "a"}, {"name": "b", "edit": [{"type": "clip_norm", "max_norm": 1.0}]}],
+        grid={"optim.lr": [0.01, 0.1], "model.hidden": [8, 16, 32]},
+        seeds=[0, 1],
+    )
+    sweep = load_sweep(path)
+    assert len(sweep.runs) == 2 * (2 * 3) * 2
+    first = sweep.runs[0]
+    assert first.overrides == {
+        "optim.momentum": 0.5,
+        "name": "a",
+        "optim.lr": 0.01,
+        "model.hidden": 8,
+        "seed": 0,
+    }
+    assert (
+        first.config["optim"]["momentum"] == 0.5 and first.config["data"]["name"] == "mnist-sample"
+    )
+    assert [r.seed for r in sweep.runs[:4]] == [0, 1, 0, 1]
+    assert len({r.hash for r in sweep.runs}) == len(sweep.runs)  # all distinct experiments
+    b = [r for r in sweep.runs if r.name == "b"]
+    assert all(r.config["edit"][0]["type"] == "clip_norm" for r in b) and len(b) == 12
+
+
+def test_a_whole_pipeline_is_one_axis_and_names_default_to_the_sweep(tmp_path):
+    pipelines = [[], [{"type": "clip_norm", "max_norm": 1.0}], [{"type": "noise", "sigma": 0.01}]]
+    sweep = load_sweep(write_sweep(tmp_path, grid={"edit": pipelines}))
+    assert [r.name for r in sweep.runs] == ["s-0", "s-1", "s-2"]
+    assert [len(r.config["edit"]) for r in sweep.runs] == [0, 1, 1]
+
+
+def test_invalid_expansions_are_reported_together(tmp_path):
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.1, -1.0, 0.0], "optim.lrr": [1]}, seeds=[0])
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    message = str(info.value)
+    assert "3 of 3 runs are invalid" in message
+    lines = message.splitlines()[1:]
+    assert [line.split(":")[0] for line in lines] == ["run 0", "run 1", "run 2"]
+    assert (
+        "optim.lrr: unknown key" in lines[0]
+        and "optim.lr: Input should be greater than 0" in lines[1]
+    )
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.1, -1.0]})
+    with pytest.raises(
+        ConfigError,
+        match=r"1 of 2 runs are invalid:\nrun 1: optim.lr: Input should be greater than 0",
+    ):
+        load_sweep(path)
+    for bad, message in [
+        ({"grid": {"optim.lr": 0.1}}, "grid.optim.lr: expected a non-empty list"),
+        ({"seeds": [-1]}, "seeds: expected a list of whole numbers"),
+        ({"lists": []}, "unknown key 'lists'; valid keys: name, base, set, list, grid, seeds"),
+        ({"list": ["a"]}, "list: expected a list of mappings"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_sweep(write_sweep(tmp_path, **bad))
+
+
+def test_dry_run_prints_runs_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.01, 0.1]}, seeds=[0, 1, 2])
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 6 and "6 runs" in result.stderr
+    assert not (tmp_path / "runs").exists()
+    bad = write_sweep(tmp_path, grid={"optim.lr": [-1]})
+    result = runner.invoke(app, ["sweep", str(bad), "--dry-run"])
+    assert (
+        result.exit_code == 2
+        and "run 0: optim.lr" in result.stderr
+        and "Traceback" not in result.output
+    )
+
+
+def test_local_executor_with_two_jobs_isolates_failures_and_resumes(tmp_path):
+    path = write_sweep(
+        tmp_path,
+        list=[
+            {"name": "good"},
+            {
+                "name": "impossible",
+                "data.name": "mnist",
+                "data.root": str(tmp_path / "none"),
+                "data.download": False,
+            },
+        ],
+        seeds=[0, 1],
+    )
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app, ["sweep", str(path), "--jobs", "2", "--runs-dir", str(runs)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 1, result.output
+    folder = runs / "s"
+    record = json.loads((folder / "sweep.json").read_text())
+    statuses = {(r["name"], r["seed"]): r["status"] for r in record["runs"]}
+    assert statuses == {
+        ("good", 0): "done",
+        ("good", 1): "done",
+        ("impossible", 0): "failed",
+        ("impossible", 1): "failed",
+    }
+    failed = next(r for r in record["runs"] if r["status"] == "failed")
+    assert "IDX files were not found" in failed["error"]
+    summary = json.loads((folder / failed["folder"] / "summary.json").read_text())
+    assert summary["status"] == "failed" and "IDX files" in summary["error"]
+    assert "2 done, 2 failed" in result.stdout and "good" in result.stdout
+
+    again = runner.invoke(
+        app, ["sweep", str(path), "--jobs", "2", "--runs-dir", str(runs)], env={"COLUMNS": "200"}
+    )
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in record["runs"] if r["name"] == "good"] == ["skipped", "skipped"]
+    assert "2 skipped" in again.stdout
+    folders_before = {p.name for p in folder.iterdir()}
+    rerun = execute(load_sweep(path), runs, jobs=2, rerun=True)
+    assert len({p.name for p in rerun.iterdir()} - folders_before) == 4  # four new run folders
+    table = runner.invoke(app, ["compare", str(folder), "--format", "json"])
+    rows = json.loads(table.stdout)  # the latest runs that sweep.json lists, seeds grouped
+    assert {r["name"]: r["n"] for r in rows} == {"good": 2, "impossible": 2}
+
+
+def test_compare_reads_a_sweep_folder_again(tmp_path):
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.05, 0.2]}, seeds=[0, 1])
+    folder = execute(load_sweep(path), tmp_path / "runs", jobs=2)
+    result = runner.invoke(app, ["compare", str(folder), "--format", "csv"])
+    lines = result.stdout.strip().splitlines()
+    assert result.exit_code == 0 and len(lines) == 3 and lines[0].startswith("run,name,edits")
+
+
+def test_ray_executor_without_ray_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    path = write_sweep(tmp_path)
+    result = runner.invoke(
+        app, ["sweep", str(path), "--executor", "ray", "--runs-dir", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2 and "pip install 'gradlab[ray]'" in result.stderr
+
+
+def test_ray_executor_on_a_local_ray(tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'gradlab[ray]')")
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.05, 0.2]}, seeds=[0, 1])
+    runs = tmp_path / "runs"
+    folder = execute(load_sweep(path), runs, executor="ray", jobs=2)
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["done"] * 4
+    assert all((folder / r["folder"] / "summary.json").exists() for r in record["runs"])
+
+
+def test_ctrl_c_stops_the_sweep_and_records_what_did_not_finish(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_sweep(
+        tmp_path, set={"optim.max_steps": 10_000_000, "optim.batch_size": 10}, seeds=[0, 1, 2]
+    )
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradlab.cli",
+            "sweep",
+            str(path),
+            "--jobs",
+            "1",
+            "--runs-dir",
+            str(runs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            started = list((runs / "s").glob("s-0-*/steps.csv"))
+            if started and len(started[0].read_text().splitlines()) > 5:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first run never started")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the sweep and its workers
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    record = json.loads((runs / "s" / "sweep.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["interrupted"] * 3
+    first = record["runs"][0]
+    assert (
+        json.loads((runs / "s" / first["folder"] / "summary.json").read_text())["status"]
+        == "interrupted"
+    )
+    assert record["runs"][1]["folder"] is None and "not started" in record["runs"][1]["error"]
+    assert b"3 interrupted" in out
+
+
+def test_the_shipped_study_expands():
+    study = load_sweep(Path(__file__).parents[1] / "configs" / "sweeps" / "editing-study.yaml")
+    assert len(study.runs) == 15 and len({r.hash for r in study.runs}) == 15
+    assert {r.config["data"]["name"] for r in study.runs} == {"mnist-sample"}
+    assert [r.name for r in study.runs[::3]] == [
+        "baseline",
+        "clip-value-0.05",
+        "mask-0.5-fc2.bias",
+        "noise-0.1-fc2.bias",
+        "replace-gaussian-0.1-fc2.bias",
+    ]
