@@ -63,7 +63,7 @@ class TrainingProgress:
             total=p.total_steps,
             epoch=p.epoch,
             loss=f"{p.loss:.4f}",
-            acc=f"{p.accuracy:.3f}",
+            acc="-" if p.accuracy != p.accuracy else f"{p.accuracy:.3f}",  # NaN: not logged
             rate=f"{p.steps_per_second:,.0f}",
         )
 
