@@ -55,12 +55,12 @@ def layer_table(grads: pd.DataFrame) -> pd.DataFrame:
 
 def plot_layers(grads: pd.DataFrame, out: str | Path, title: str) -> Path:
     """PNG of each parameter's gradient norm and update-to-weight ratio against step (log)."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from gradlab.plots import save_figure
 
     out = Path(out)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
@@ -77,11 +77,4 @@ def plot_layers(grads: pd.DataFrame, out: str | Path, title: str) -> Path:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=9)
     fig.suptitle(title)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_figure(fig, out)

@@ -98,6 +98,14 @@ def plot_comparison(table: pd.DataFrame, out: str | Path) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=min(3, len(table)), fontsize=9, frameon=False)
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Write ``fig`` as a PNG through a temporary file and a rename (a failure leaves no
+    half-written picture), and close it."""
+    import matplotlib.pyplot as plt
+
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         fig.savefig(tmp, format="png", dpi=110)
