@@ -299,15 +299,6 @@ def run_folder_bytes_per_1000_steps(data: Dataset, runs: Path) -> float:
     return size
 
 
-def command_seconds(args: list[str], repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -349,7 +340,10 @@ def main() -> None:
             )
         print(f"\nCUDA graph: {cuda_graph_report()}")
         if not args.quick:
-            help_s = command_seconds([sys.executable, "-m", "gradlab.cli", "--help"])
+            sys.path.insert(0, str(Path(__file__).parent))
+            from compare_runs import time_command
+
+            help_s = time_command([sys.executable, "-m", "gradlab.cli", "--help"], repeat=5)
             print(f"gradlab --help: {help_s:.2f} s")
             size = run_folder_bytes_per_1000_steps(data, runs)
             print(
