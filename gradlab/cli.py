@@ -206,7 +206,7 @@ def compare(
 ) -> None:
     """Compare runs: one row per run, or per group of seeds with mean ± std."""
     from gradlab import compare as cmp
-    from gradlab import render
+    from gradlab import exports, render
 
     formats = ("table", "csv", "markdown", "json")
     with user_errors():
@@ -218,11 +218,11 @@ def compare(
         chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
         table = cmp.comparison(runs, group, sort_by, ascending, chosen, baseline)
         if fmt in ("csv", "json"):
-            text = cmp.export(table, fmt)
+            text = exports.export(table, fmt)
         elif fmt == "markdown":
-            text = cmp.to_markdown(table)
+            text = exports.to_markdown(table)
         else:
-            headers, rows, constants = cmp.display(table)
+            headers, rows, constants = exports.display(table)
             title = f"{len(runs)} runs" + (
                 f" in {len(table)} groups" if table.attrs["grouped"] else ""
             )
@@ -266,11 +266,11 @@ def _load_runs_or_fail(paths: list[Path]):
 def _print_comparison(paths: list[Path]) -> None:
     """The default comparison table (seeds grouped when they repeat) of some runs."""
     from gradlab import compare as cmp
-    from gradlab import render
+    from gradlab import exports, render
 
     runs = _load_runs_or_fail(paths)
     table = cmp.comparison(runs)
-    headers, rows, constants = cmp.display(table)
+    headers, rows, constants = exports.display(table)
     title = f"{len(runs)} runs" + (f" in {len(table)} groups" if table.attrs["grouped"] else "")
     render.comparison_text(headers, rows, constants, title)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradlab.compare import CompareError, _read_log
+from gradlab.reading import CompareError, read_log
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE
 
 STATS = ("mean", "std", "norm", "max_abs", "zero_frac", "update_ratio", "weight_norm")
@@ -19,7 +19,7 @@ def load_grads(run: str | Path) -> pd.DataFrame:
         if not Path(run).is_dir():
             raise CompareError(f"{run}: not a run folder")
         raise CompareError(f"{run}: no {GRADS_FILE} (the run had diagnostics.every: 0)")
-    return _read_log(path, "weight_norm")
+    return read_log(path, "weight_norm")
 
 
 def load_alerts(run: str | Path) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def load_alerts(run: str | Path) -> pd.DataFrame:
     path = Path(run) / ALERTS_FILE
     if not path.exists():
         return pd.DataFrame(columns=["step", "alert", "param", "value", "threshold", "message"])
-    return _read_log(path, "message")
+    return read_log(path, "message")
 
 
 def layer_table(grads: pd.DataFrame) -> pd.DataFrame:
