@@ -22,6 +22,7 @@ from gradlab.config import Config
 from gradlab.data import Dataset, batch_order, load_dataset
 from gradlab.diagnostics import ALERTS_COLUMNS, GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
+from gradlab.editing.base import global_norm
 from gradlab.engines import make_engine, resolve_engine
 from gradlab.environment import (
     SigintFlag,
@@ -237,11 +238,7 @@ def train(
                         edit_stats = pipeline.apply(grads, weights, step, known)  # the edit
                         if full_log:
                             grad_norm_after = (
-                                torch.linalg.vector_norm(
-                                    torch.stack(torch._foreach_norm(list(grads.values())))
-                                )
-                                if len(pipeline)
-                                else grad_norm
+                                global_norm(list(grads.values())) if len(pipeline) else grad_norm
                             )
                         # skipped by the scaler when a gradient overflowed; frozen ones sit out
                         scaler.step(optimizer, frozen=pipeline.frozen_at(step))

@@ -18,6 +18,11 @@ from gradlab.config import PARAMETER_NAMES
 Tensors = dict[str, torch.Tensor]
 
 
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of several tensors taken together (as if concatenated)."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
 class EditParams(BaseModel):
     """Parameters every edit accepts: which tensors it targets and when it is active."""
 

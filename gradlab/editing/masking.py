@@ -7,7 +7,7 @@ import math
 import torch
 from pydantic import Field
 
-from gradlab.editing.base import Edit, EditParams, Tensors
+from gradlab.editing.base import Edit, EditParams, Tensors, global_norm
 from gradlab.editing.registry import register
 
 
@@ -74,7 +74,7 @@ class TopK(Edit):
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
         tensors = list(grads.values())
-        before = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+        before = global_norm(tensors)
         kept = total = 0
         for g in tensors:
             count = max(1, math.ceil(self.params.k * g.numel()))
@@ -84,7 +84,7 @@ class TopK(Edit):
             flat.mul_(keep)
             kept += count
             total += g.numel()
-        after = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+        after = global_norm(tensors)
         kept_frac = torch.tensor(kept / total, device=before.device)
         return {
             "kept_frac": kept_frac,

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
-from gradlab.editing.base import Edit, EditParams, Tensors
+from gradlab.editing.base import Edit, EditParams, Tensors, global_norm
 from gradlab.editing.perturbation import add_gaussian
 from gradlab.editing.registry import register
 
@@ -84,5 +84,5 @@ class Replace(Edit):
                     g.sub_(g.mean(dim=tuple(range(1, g.ndim)), keepdim=True))
         else:
             torch._foreach_zero_(tensors)
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+        norm = global_norm(tensors)
         return {"norm": norm, "changed": torch.ones_like(norm)}
