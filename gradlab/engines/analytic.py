@@ -22,8 +22,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gradlab.engines.base import Engine
 
-class AnalyticEngine:
+
+class AnalyticEngine(Engine):
     name = "analytic"
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -98,8 +100,3 @@ class AnalyticEngine:
         torch.mm(w["dh_t"], x, out=W1_grad)
         torch.sum(dh, dim=0, out=b1_grad)
         return loss, out
-
-    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named gradients of the mean cross-entropy on (x, y), as copies (for checks)."""
-        self.step(x, y)
-        return {name: p.grad.detach().clone() for name, p in self.model.named_parameters()}

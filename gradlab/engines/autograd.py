@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gradlab.engines.base import Engine
 
-class AutogradEngine:
+
+class AutogradEngine(Engine):
     name = "autograd"
 
     def __init__(
@@ -30,8 +32,3 @@ class AutogradEngine:
             p.grad = None
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach(), logits.detach()
-
-    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named gradients of the mean cross-entropy on (x, y), as copies (for checks)."""
-        self.step(x, y)
-        return {name: p.grad.detach().clone() for name, p in self.model.named_parameters()}
