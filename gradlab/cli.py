@@ -423,12 +423,7 @@ def sweep(
             typer.echo(describe(spec), nl=False)
             typer.echo(f"# {len(spec.runs)} runs -> {runs_dir / spec.name}/", err=True)
             raise typer.Exit(0)
-        from gradlab.sweep import completed_runs
-
-        already = (
-            0 if rerun else sum(r.hash in completed_runs(runs_dir / spec.name) for r in spec.runs)
-        )
-        progress = render.SweepProgress(len(spec.runs) - already, already)
+        progress = render.SweepProgress(len(spec.runs))
         interrupted = False
         import signal
 

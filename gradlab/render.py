@@ -240,8 +240,8 @@ def print_alert(alert: Any) -> None:
 class SweepProgress:
     """A rich progress bar of a sweep: runs done / running / failed, with an ETA."""
 
-    def __init__(self, total: int, skipped: int) -> None:
-        self.counts = {"done": 0, "running": 0, "failed": 0, "skipped": skipped}
+    def __init__(self, total: int) -> None:
+        self.counts = {"done": 0, "running": 0, "failed": 0, "skipped": 0}
         self._progress = Progress(
             TextColumn("[bold]sweep"),
             BarColumn(bar_width=24),
@@ -266,7 +266,11 @@ class SweepProgress:
         self._progress.stop()
 
     def __call__(self, kind: str, run: Any) -> None:
-        if kind == "start":
+        if kind == "skip":  # already completed: not part of the bar
+            self.counts["skipped"] += 1
+            total = self._progress.tasks[0].total or 0
+            self._progress.update(self._task, total=max(0, total - 1))
+        elif kind == "start":
             self.counts["running"] += 1
         else:
             self.counts["running"] = max(0, self.counts["running"] - 1)

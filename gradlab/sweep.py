@@ -194,6 +194,9 @@ def execute(
     """Run a sweep into ``<runs_dir>/<sweep name>/``, skipping completed runs unless
     ``rerun``; keeps ``sweep.json`` there up to date. Returns the sweep folder.
 
+    ``on_event(kind, run)`` hears ``skip`` (already completed), ``start`` and ``done`` (the
+    run's ``status`` then says how it ended).
+
     Raises:
         KeyboardInterrupt: after recording the interrupted and not-started runs.
     """
@@ -230,6 +233,10 @@ def execute(
         return event
 
     save()
+    if on_event is not None:
+        for run in sweep.runs:
+            if run.status == "skipped":
+                on_event("skip", run)
     try:
         if todo:
             if executor == "ray":
