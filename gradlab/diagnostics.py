@@ -119,26 +119,24 @@ class Diagnostics:
 
     # ------------------------------------------------------------------ alerts
 
-    def _raise(self, kind: str, active: bool, alert: Alert | None) -> None:
-        """Fire ``alert`` when condition ``kind`` starts; stay quiet while it lasts."""
-        if active and not self._active[kind] and alert is not None:
+    def _raise(self, kind: str, alert: Alert | None) -> None:
+        """Fire ``alert`` when condition ``kind`` starts (``alert`` is None while it does not
+        hold); stay quiet while it lasts."""
+        if alert is not None and not self._active[kind]:
             self.counts[kind] += 1
             self.alerts.append(alert)
-            self.alerts_log.append(
-                [
-                    [
-                        alert.step,
-                        alert.alert,
-                        alert.param,
-                        alert.value,
-                        alert.threshold,
-                        alert.message,
-                    ]
-                ]
-            )
+            row = [
+                alert.step,
+                alert.alert,
+                alert.param,
+                alert.value,
+                alert.threshold,
+                alert.message,
+            ]
+            self.alerts_log.append([row])
             if self.on_alert is not None:
                 self.on_alert(alert)
-        self._active[kind] = active
+        self._active[kind] = alert is not None
 
     def _check(self, step: int, norms: list[float], alive: torch.Tensor | None) -> None:
         cfg = self.cfg
@@ -163,57 +161,43 @@ class Diagnostics:
                 f"||grad {FIRST}|| / ||grad {LAST}|| = {ratio:.3g} < {cfg.vanishing_ratio:g}",
             )
         self._vanishing_run = self._vanishing_run + 1 if vanishing else 0
-        fired = vanishing is not None and self._vanishing_run >= cfg.patience
-        self._raise(
-            "vanishing",
-            fired,
-            Alert(
-                step,
-                "vanishing",
-                vanishing[0],
-                vanishing[1],
-                vanishing[2],
-                f"vanishing gradients at step {step}: {vanishing[3]} for {cfg.patience} checks in a row",
+        if vanishing is not None and self._vanishing_run >= cfg.patience:
+            param, value, threshold, text = vanishing
+            message = (
+                f"vanishing gradients at step {step}: {text} for {cfg.patience} checks in a row"
             )
-            if fired
-            else None,
-        )
+            self._raise("vanishing", Alert(step, "vanishing", param, value, threshold, message))
+        else:
+            self._raise("vanishing", None)
 
         # exploding: a huge norm, or the global norm far above where it started
         total = math.sqrt(sum(n * n for n in norms))
         if self._first_total is None:
             self._first_total = total
-        exploding = None
         largest = max(by_name, key=by_name.get)
+        alert = None
         if by_name[largest] > cfg.exploding_norm:
-            exploding = (
+            text = f"||grad {largest}|| = {by_name[largest]:.3g} > {cfg.exploding_norm:g}"
+            alert = Alert(
+                step,
+                "exploding",
                 largest,
                 by_name[largest],
                 cfg.exploding_norm,
-                f"||grad {largest}|| = {by_name[largest]:.3g} > {cfg.exploding_norm:g}",
+                f"exploding gradients at step {step}: {text}",
             )
         elif self._first_total > 0 and total / self._first_total > cfg.exploding_growth:
             growth = total / self._first_total
-            exploding = (
+            text = f"the global gradient norm is {growth:.3g}x its value at the first check"
+            alert = Alert(
+                step,
+                "exploding",
                 "all",
                 growth,
                 cfg.exploding_growth,
-                f"the global gradient norm is {growth:.3g}x its value at the first check",
+                f"exploding gradients at step {step}: {text}",
             )
-        self._raise(
-            "exploding",
-            exploding is not None,
-            Alert(
-                step,
-                "exploding",
-                exploding[0],
-                exploding[1],
-                exploding[2],
-                f"exploding gradients at step {step}: {exploding[3]}",
-            )
-            if exploding
-            else None,
-        )
+        self._raise("exploding", alert)
 
         # dead ReLU units: no gradient at any check of the last dead_window steps
         if alive is None:
@@ -228,19 +212,11 @@ class Diagnostics:
             else 0
         )
         fraction = dead / len(alive)
-        active = fraction >= cfg.dead_fraction
-        self._raise(
-            "dead_relu",
-            active,
-            Alert(
-                step,
-                "dead_relu",
-                "fc1",
-                fraction,
-                cfg.dead_fraction,
+        alert = None
+        if fraction >= cfg.dead_fraction:
+            message = (
                 f"dead ReLU units at step {step}: {dead} of {len(alive)} hidden units had no "
-                f"gradient for {cfg.dead_window} steps",
+                f"gradient for {cfg.dead_window} steps"
             )
-            if active
-            else None,
-        )
+            alert = Alert(step, "dead_relu", "fc1", fraction, cfg.dead_fraction, message)
+        self._raise("dead_relu", alert)

@@ -18,8 +18,6 @@ from gradlab.engines.analytic import AnalyticEngine
 from gradlab.engines.autograd import AutogradEngine
 from gradlab.errors import ConfigError
 
-ENGINE_NAMES = ("autograd", "analytic")
-
 
 def resolve_engine(name: str, amp_dtype: torch.dtype | None) -> str:
     """The engine ``name`` (``auto``, ``autograd``, ``analytic``) stands for with this AMP mode."""
@@ -40,4 +38,4 @@ def make_engine(name: str, model, scaler=None, amp_dtype=None):
     return AutogradEngine(model, scaler, amp_dtype)
 
 
-__all__ = ["ENGINE_NAMES", "AnalyticEngine", "AutogradEngine", "make_engine", "resolve_engine"]
+__all__ = ["AnalyticEngine", "AutogradEngine", "make_engine", "resolve_engine"]
