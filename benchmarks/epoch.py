@@ -108,28 +108,38 @@ def tutorial_loop(images: np.ndarray, labels: np.ndarray):
     return epoch
 
 
-def autograd_loop(data: Dataset, log_item: bool):
-    model = TwoLayerNet(ModelConfig(hidden=HIDDEN))
+def autograd_loop(data: Dataset, log_item: bool, device: torch.device | None = None):
+    device = device or torch.device("cpu")
+    model = TwoLayerNet(ModelConfig(hidden=HIDDEN)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(0)
 
     def epoch() -> float:
         start = time.perf_counter()
         losses = []
-        for idx in torch.randperm(N_TRAIN, generator=generator).split(BATCH):
+        for idx in torch.randperm(N_TRAIN, generator=generator).to(device).split(BATCH):
             loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             if log_item:
                 losses.append(loss.item())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     return epoch
 
 
 def gradlab_loop(
-    data: Dataset, runs: Path, engine: str, log: str, clip: bool, diagnostics: int = 50
+    data: Dataset,
+    runs: Path,
+    engine: str,
+    log: str,
+    clip: bool,
+    diagnostics: int = 50,
+    device: str = "cpu",
+    amp: str = "off",
 ):
     """The second epoch of a 2-epoch `gradlab train` run (the first warms the run up), from
     the elapsed_s of the last step of each epoch in steps.csv (no evaluation in between)."""
@@ -138,7 +148,13 @@ def gradlab_loop(
     raw = {
         "name": f"bench-{engine}-{log}",
         "optim": {"lr": 0.01, "batch_size": BATCH, "epochs": 2},
-        "train": {"device": "cpu", "engine": engine, "log": log, "eval_every": 10**9},
+        "train": {
+            "device": device,
+            "amp": amp,
+            "engine": engine,
+            "log": log,
+            "eval_every": 10**9,
+        },
         "diagnostics": {"every": diagnostics},
         "edit": [{"type": "clip_norm", "max_norm": 1.0}] if clip else [],
     }
@@ -203,6 +219,7 @@ def cuda_graph_report() -> str:
     engine = AnalyticEngine(model)
     params = list(model.parameters())
 
+    @torch.no_grad()
     def step():
         engine.step(x, y)
         grads = [p.grad for p in params]
@@ -242,6 +259,50 @@ def cuda_graph_report() -> str:
     graphed, plain = rate(graph.replay), rate(autograd_step)
     name = torch.cuda.get_device_name(device)
     return f"{name}: CUDA graph of the analytic step {graphed:,.0f} steps/s, plain autograd {plain:,.0f} steps/s ({graphed / plain:.1f}x)"
+
+
+def cuda_train_report(runs: Path, rounds: int) -> str:
+    """Seconds per epoch of `gradlab train` itself on the GPU (data already on the device),
+    per engine and AMP mode, against a plain autograd loop on the same GPU."""
+    if not torch.cuda.is_available():
+        return "skipped: no CUDA device on this machine"
+    images, labels = synthetic_data()
+    data = as_dataset(images, labels)
+    device = torch.device("cuda")
+    data = Dataset(
+        data.train_x.to(device),
+        data.train_y.to(device),
+        data.test_x.to(device),
+        data.test_y.to(device),
+        data.info,
+    )
+    table = {
+        "plain autograd + optim.SGD (cuda)": autograd_loop(data, log_item=False, device=device),
+        "gradlab fp16 autograd (auto), full log, clip_norm": gradlab_loop(
+            data, runs, "autograd", "full", True, device="cuda", amp="fp16"
+        ),
+        "gradlab fp32 autograd, full log, clip_norm": gradlab_loop(
+            data, runs, "autograd", "full", True, device="cuda"
+        ),
+        "gradlab fp32 analytic, full log, clip_norm": gradlab_loop(
+            data, runs, "analytic", "full", True, device="cuda"
+        ),
+        "gradlab fp32 analytic, loss log, no edit": gradlab_loop(
+            data, runs, "analytic", "loss", False, device="cuda"
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in table}
+    for round_ in range(rounds + 1):
+        for name, epoch in table.items():
+            seconds = epoch()
+            if round_:
+                times[name].append(seconds)
+    lines = [f"{torch.cuda.get_device_name(device)}, median of {rounds} epochs"]
+    lines += ["| loop (cuda) | s/epoch | steps/s |", "|---|---|---|"]
+    for name, values in times.items():
+        median = statistics.median(values)
+        lines.append(f"| {name} | {median:.3f} | {STEPS / median:,.0f} |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- extras
@@ -341,6 +402,7 @@ def main() -> None:
                 f"| {name} | {median:.3f} | {median / floor:.2f} | {STEPS / median:,.0f} | {mib} |"
             )
         print(f"\nCUDA graph: {cuda_graph_report()}")
+        print(f"\ngradlab train on CUDA: {cuda_train_report(runs, args.rounds)}")
         if not args.quick:
             sys.path.insert(0, str(Path(__file__).parent))
             from compare_runs import time_command
