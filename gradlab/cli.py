@@ -183,10 +183,39 @@ def compare(
     baseline: Annotated[
         str | None,
         typer.Option(
-            help="Run or group name: adds a delta column of the sort metric against it.",
+            help="The reference row: a name, a run folder, or selectors such as "
+            "[bold]optim.lr=0.1[/] or [bold]edits=none[/] (comma-separated). Grouped, every other "
+            "row is tested against it (delta with its interval, paired or Welch t-test, "
+            "Holm-adjusted p).",
             show_default=False,
         ),
     ] = None,
+    test_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--test-metric",
+            help="The metric compared with the baseline. Default: the --sort-by column.",
+            show_default=False,
+        ),
+    ] = None,
+    ci: Annotated[
+        float,
+        typer.Option("--ci", help="Level of the confidence intervals, between 0 and 1."),
+    ] = 0.95,
+    spread: Annotated[
+        str,
+        typer.Option(
+            help="What ± shows in the table and Markdown: ci (half-width of the interval) or std."
+        ),
+    ] = "ci",
+    power: Annotated[
+        bool,
+        typer.Option(
+            "--power",
+            help="Show seeds_needed: seeds for 80% power at alpha 0.05 to detect each "
+            "row's difference to the baseline.",
+        ),
+    ] = False,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="table, csv, markdown or json.")
     ] = "table",
@@ -214,25 +243,23 @@ def compare(
             raise cmp.CompareError(f"--format {fmt!r}: use one of {', '.join(formats)}")
         if plot is not None and plot.suffix.lower() != ".png":
             raise cmp.CompareError(f"--plot {plot}: the file must end in .png")
+        if spread not in ("ci", "std"):
+            raise cmp.CompareError(f"--spread {spread!r}: use ci or std")
+        if not 0 < ci < 1:
+            raise cmp.CompareError(
+                f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95"
+            )
         runs = _load_runs_or_fail(paths)
         chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-        table = cmp.comparison(runs, group, sort_by, ascending, chosen, baseline)
+        table = cmp.comparison(
+            runs, group, sort_by, ascending, chosen, baseline, test_metric=test_metric, ci=ci
+        )
         if fmt in ("csv", "json"):
             text = exports.export(table, fmt)
         elif fmt == "markdown":
-            text = exports.to_markdown(table)
+            text = exports.to_markdown(table, spread, power)
         else:
-            headers, rows, constants = exports.display(table)
-            title = f"{len(runs)} runs" + (
-                f" in {len(table)} groups" if table.attrs["grouped"] else ""
-            )
-            text = (
-                None
-                if output is None
-                else render.comparison_text(headers, rows, constants, title, width=200)
-            )
-            if output is None:
-                render.comparison_text(headers, rows, constants, title)
+            text = _render_table(runs, table, spread, power, width=None if output is None else 200)
         if text is not None:
             if output is None:
                 typer.echo(text, nl=False)
@@ -249,7 +276,8 @@ def compare(
 
 
 def _load_runs_or_fail(paths: list[Path]):
-    """load_runs, with one warning line for the folders it skipped; an error when none is left."""
+    """load_runs, with one warning line for the folders it skipped and one for duplicate runs;
+    an error when none is left."""
     from gradlab import compare as cmp
     from gradlab import render
 
@@ -258,21 +286,43 @@ def _load_runs_or_fail(paths: list[Path]):
     if skipped:
         more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         render.print_warning(f"skipped {len(skipped)}: " + "; ".join(skipped[:5]) + more)
+    duplicates = runs.attrs["duplicates"]
+    if duplicates:
+        shown = "; ".join(f"{old} (repeats {new})" for old, new in duplicates[:3])
+        more = f"; and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""
+        render.print_warning(
+            f"{len(duplicates)} duplicate run{'s' if len(duplicates) > 1 else ''} not counted "
+            f"(same experiment and seed as a newer completed run): {shown}{more}"
+        )
     if runs.empty:
         raise cmp.CompareError("no readable run folders in " + ", ".join(str(p) for p in paths))
     return runs
 
 
+def _render_table(runs, table, spread: str = "ci", power: bool = False, width: int | None = None):
+    """Print the comparison table (or, with ``width``, return it as plain text)."""
+    from gradlab import exports, render
+
+    headers, rows, constants = exports.display(table, spread, power)
+    title = f"{len(runs)} runs" + (f" in {len(table)} groups" if table.attrs["grouped"] else "")
+    text = render.comparison_text(
+        headers,
+        rows,
+        constants,
+        title,
+        width=width,
+        notes=exports.notes(table, spread),
+        marked=exports.significant(table),
+    )
+    return text if width is not None else None
+
+
 def _print_comparison(paths: list[Path]) -> None:
     """The default comparison table (seeds grouped when they repeat) of some runs."""
     from gradlab import compare as cmp
-    from gradlab import exports, render
 
     runs = _load_runs_or_fail(paths)
-    table = cmp.comparison(runs)
-    headers, rows, constants = exports.display(table)
-    title = f"{len(runs)} runs" + (f" in {len(table)} groups" if table.attrs["grouped"] else "")
-    render.comparison_text(headers, rows, constants, title)
+    _render_table(runs, cmp.comparison(runs))
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -1,10 +1,13 @@
-"""Run folders -> the comparison table: one row per run or per group of seeds (mean, std,
-n), sorted, with deltas against a baseline. Pure pandas: never imports torch, so it starts
-fast. Reading run folders lives in :mod:`gradlab.reading`, rendering in :mod:`gradlab.exports`.
+"""Run folders -> the comparison table: one row per run or per experiment (mean, std and
+confidence interval over its seeds), sorted, with tests against a baseline. Pure pandas:
+never imports torch, so it starts fast. Reading run folders lives in
+:mod:`gradlab.reading`, the baseline and its tests in :mod:`gradlab.baseline`, the
+statistics in :mod:`gradlab.stats`, rendering in :mod:`gradlab.exports`.
 
 Python API::
 
     import gradlab
+    table = gradlab.comparison(["runs/"], baseline="edits=none")  # what the CLI prints
     runs = gradlab.load_runs(["runs/"])          # one row per run
     steps = gradlab.load_steps(runs.path[0])     # one row per optimizer step
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,62 +26,116 @@ from gradlab.reading import (  # noqa: F401  (the public names of compare)
     METRICS,
     STATUS,
     CompareError,
+    is_observation,
     load_evals,
     load_runs,
     load_steps,
 )
 
 DEFAULT_SORT = "final_test_accuracy"
+DEFAULT_CI = 0.95
 # config keys that the identity columns already show, or that differ by design within a group
 _SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name"}
 _CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics"}
+_BOOKKEEPING = {STATUS, "path", "paths", "members", "group", "started", "duplicate_of", "n"}
+_SUFFIXES = (".std", ".ci_low", ".ci_high")
+_STATUS_ORDER = [
+    "completed",
+    "duplicate",
+    "running",
+    "interrupted",
+    "diverged",
+    "crashed",
+    "failed",
+]
+
+
+def is_config_column(column: str) -> bool:
+    return column == "edit" or column.split(".")[0] in _CONFIG_SECTIONS
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The per-run measurements: every numeric column that is not a config key, an identity
+    column or bookkeeping (the summary's metrics, ``alerts.<kind>``, anything added later)."""
+    return [
+        c
+        for c in df.columns
+        if c not in IDENTITY
+        and c not in _BOOKKEEPING
+        and not is_config_column(c)
+        and not c.startswith("resolved.")
+        and not c.endswith(_SUFFIXES)
+        and pd.api.types.is_numeric_dtype(df[c])
+        and not pd.api.types.is_bool_dtype(df[c])
+    ]
 
 
 # --------------------------------------------------------------------------- groups
 
 
 def should_group(df: pd.DataFrame) -> bool:
-    """Group by default when some configuration was run with more than one seed."""
+    """Group by default when some experiment was run with more than one seed."""
     return bool(len(df)) and bool(df["group"].duplicated().any())
 
 
-def group_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs whose resolved configs differ only in seed and name become one row: the mean of
-    every metric in its own column, the sample standard deviation in ``<metric>.std``, the
-    number of runs in ``n``, the seeds in ``seed`` and the run folders in ``paths``."""
+def group_runs(df: pd.DataFrame, level: float = DEFAULT_CI) -> pd.DataFrame:
+    """Runs of the same experiment (:mod:`gradlab.identity`) become one row.
+
+    Only observations count (completed runs, one per seed: see
+    :func:`gradlab.reading.is_observation`): every measurement column holds their mean,
+    ``<column>.std`` the sample standard deviation, ``<column>.ci_low`` / ``.ci_high`` the
+    Student t interval at ``level`` (empty for fewer than two), ``n`` their number and
+    ``seed`` their seeds. ``status`` counts every member (``4 completed, 1 duplicate``);
+    other columns hold the members' value, or their values joined by ``|`` when they differ.
+    """
+    from gradlab.stats import mean_interval
+
+    metrics = metric_columns(df)
+    observed = is_observation(df) if len(df) else pd.Series(dtype=bool)
     rows = []
-    for _, members in df.groupby("group", sort=False):
-        first = members.iloc[0]
+    for key, members in df.groupby("group", sort=False):
+        obs = members[observed.loc[members.index]]
+        shown = obs if len(obs) else members
         row: dict[str, Any] = {
-            "run": first["run"] if len(members) == 1 else f"{len(members)} runs",
+            "run": members["run"].iloc[0] if len(members) == 1 else f"{len(members)} runs",
             "name": _joined(members["name"]),
-            "edits": first["edits"],
-            "dataset": first["dataset"],
-            "seed": ",".join(str(s) for s in sorted(members["seed"])),
-            "n": len(members),
+            "edits": _joined(members["edits"]),
+            "dataset": _joined(members["dataset"]),
+            "seed": ",".join(str(s) for s in sorted(shown["seed"])),
+            "n": len(obs),
         }
-        for metric in METRICS:
-            values = members[metric].dropna()
+        for metric in metrics:
+            values = obs[metric].dropna()
             row[metric] = values.mean() if len(values) else math.nan
             row[f"{metric}.std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-        counts = members[STATUS].value_counts()
-        row[STATUS] = (
-            counts.index[0]
-            if len(counts) == 1
-            else ", ".join(f"{n} {status}" for status, n in counts.items())
-        )
-        row["paths"] = list(members["path"])
-        row["group"] = first["group"]
+            row[f"{metric}.ci_low"], row[f"{metric}.ci_high"] = mean_interval(values, level)
+        row[STATUS] = _status_counts(members)
+        row["paths"] = list(shown["path"])
+        row["members"] = list(members["path"])
+        row["group"] = key
         for column in df.columns:
-            if column not in row and column != "path":
-                row[column] = first[column]
+            if column not in row and column not in ("path", "started", "duplicate_of"):
+                row[column] = _joined(members[column])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _joined(values: pd.Series) -> str:
-    unique = list(dict.fromkeys(str(v) for v in values))
-    return unique[0] if len(unique) == 1 else "|".join(unique)
+def _status_counts(members: pd.DataFrame) -> str:
+    labels = members[STATUS].where(members["duplicate_of"].isna(), "duplicate")
+    counts = labels.value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    order = sorted(
+        counts.index, key=lambda s: (_STATUS_ORDER.index(s) if s in _STATUS_ORDER else 99, s)
+    )
+    return ", ".join(f"{counts[status]} {status}" for status in order)
+
+
+def _joined(values: pd.Series) -> Any:
+    unique = list(dict.fromkeys(values.tolist()))
+    if len(unique) == 1:
+        return unique[0]
+    return "|".join(str(v) for v in unique)
 
 
 # --------------------------------------------------------------------------- the table
@@ -89,76 +147,114 @@ def default_ascending(column: str) -> bool:
 
 
 def comparison(
-    df: pd.DataFrame,
+    runs: pd.DataFrame | str | Path | Iterable[str | Path],
     group: bool | None = None,
     sort_by: str = DEFAULT_SORT,
     ascending: bool | None = None,
     metrics: list[str] | None = None,
     baseline: str | None = None,
+    test_metric: str | None = None,
+    ci: float = DEFAULT_CI,
 ) -> pd.DataFrame:
-    """The comparison table as a DataFrame with exactly the columns to show, sorted.
+    """The comparison table as a DataFrame with exactly the columns ``gradlab compare``
+    exports (CSV, JSON), sorted.
 
     Args:
-        df: from :func:`load_runs`.
-        group: merge seeds into mean/std rows; None = when some configuration repeats.
+        runs: run folders (paths, searched at any depth) or a frame from :func:`load_runs`.
+        group: one row per experiment (mean, std, CI over seeds); None = when some
+            experiment has several seeds.
         sort_by: a column of the table (metric or config key).
         ascending: None = by the column's kind (see :func:`default_ascending`).
         metrics: metric (or config) columns to show instead of :data:`METRICS`.
-        baseline: a run's ``name`` or folder name (or a group's name); adds
-            ``delta.<sort_by>``, the difference to that row.
+        baseline: the reference row: a name, a run folder, or selectors
+            (``optim.lr=0.1``, ``edits=none``, several joined by commas). Adds
+            ``delta.<metric>``; grouped, also its interval, ``p_value``, ``p_adjusted``
+            (Holm), ``test`` (paired or welch), ``n_pairs`` and ``seeds_needed``
+            (see :mod:`gradlab.baseline`).
+        test_metric: the metric the baseline is compared on (default: ``sort_by``).
+        ci: the level of every confidence interval, in (0, 1).
+
+    Raises:
+        CompareError: no runs, an unknown column, a bad level or baseline.
     """
+    from gradlab.baseline import add_tests, select_baseline
+
+    if not (isinstance(ci, (int, float)) and 0 < ci < 1):
+        raise CompareError(f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95")
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(_as_paths(runs))
     if df.empty:
         raise CompareError("no runs to compare")
     grouped = should_group(df) if group is None else group
-    table = group_runs(df) if grouped else df.copy()
-    chosen = list(metrics) if metrics else list(METRICS)
+    if grouped:
+        table = group_runs(df, ci)
+    else:
+        table = df.copy()
+        table[STATUS] = table[STATUS].where(table["duplicate_of"].isna(), "duplicate")
+    chosen = list(metrics) if metrics else [m for m in METRICS if m in table.columns]
     unknown = [m for m in [*chosen, sort_by] if m not in table.columns]
     if unknown:
-        valid = [c for c in table.columns if c not in ("path", "paths", "group")]
+        valid = [c for c in table.columns if c not in _BOOKKEEPING and not c.endswith(_SUFFIXES)]
         raise CompareError(f"unknown column {unknown[0]!r}; columns: {', '.join(valid)}")
 
     differing = [
         c
         for c in table.columns
-        if "." in c
+        if (is_config_column(c) or c.startswith("resolved."))
         and c not in chosen
-        and c.split(".")[-1] != "std"
         and c not in _SHOWN_ELSEWHERE
         and table[c].astype(str).nunique() > 1
     ]
     columns = [*IDENTITY, *(["n"] if grouped else []), *differing]
     for metric in chosen:
         columns.append(metric)
-        if grouped and f"{metric}.std" in table.columns:
-            columns.append(f"{metric}.std")
+        columns += [f"{metric}{s}" for s in _SUFFIXES if grouped and f"{metric}{s}" in table]
     if sort_by not in columns:
         columns.append(sort_by)
     columns.append(STATUS)
 
     order = default_ascending(sort_by) if ascending is None else ascending
     table = table.sort_values(sort_by, ascending=order, na_position="last", kind="stable")
+    table = table.reset_index(drop=True)
     if baseline is not None:
-        reference = _baseline_row(table, baseline)
-        table[f"delta.{sort_by}"] = table[sort_by] - reference[sort_by]
-        columns.insert(
-            columns.index(sort_by) + 1 + (f"{sort_by}.std" in columns), f"delta.{sort_by}"
-        )
-    out = table[list(dict.fromkeys(columns))].reset_index(drop=True)
-    out.attrs["grouped"] = grouped
-    out.attrs["paths"] = list(table["paths"] if grouped else table["path"].map(lambda p: [p]))
+        metric = test_metric or sort_by
+        if metric not in metric_columns(df):
+            flag = "--test-metric" if test_metric else "--sort-by"
+            raise CompareError(
+                f"{flag} {metric!r}: the baseline is compared on a metric; metrics: "
+                + ", ".join(metric_columns(df))
+            )
+        reference = select_baseline(table, baseline)
+        added = add_tests(table, df, reference, metric, grouped, ci)
+        if metric not in columns:
+            columns[-1:-1] = [
+                metric,
+                *(f"{metric}{s}" for s in _SUFFIXES if f"{metric}{s}" in table),
+            ]
+        own = {metric, *(f"{metric}{s}" for s in _SUFFIXES)}
+        anchor = max(i for i, c in enumerate(columns) if c in own)
+        columns[anchor + 1 : anchor + 1] = added
+        table.attrs["baseline"] = reference
+    elif test_metric is not None:
+        raise CompareError("--test-metric needs --baseline (the group to compare against)")
+    out = table[list(dict.fromkeys(columns))].copy()
+    out.attrs.update(
+        grouped=grouped,
+        ci=ci,
+        baseline=table.attrs.get("baseline"),
+        paths=list(table["paths"] if grouped else table["path"].map(lambda p: [p])),
+        duplicates=df.attrs.get("duplicates", []),
+        skipped=df.attrs.get("skipped", []),
+    )
     return out
 
 
-def _baseline_row(table: pd.DataFrame, baseline: str) -> pd.Series:
-    matches = table[(table["name"] == baseline) | (table["run"] == baseline)]
-    if len(matches) == 1:
-        return matches.iloc[0]
-    names = ", ".join(dict.fromkeys(str(n) for n in table["name"]))
-    if matches.empty:
-        raise CompareError(f"--baseline {baseline!r} matches no row; names: {names}")
-    raise CompareError(
-        f"--baseline {baseline!r} matches {len(matches)} rows; name one run folder instead"
-    )
+def _as_paths(runs: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    return [runs] if isinstance(runs, (str, Path)) else list(runs)
+
+
+def compare_runs(paths: str | Path | Iterable[str | Path], **options: Any) -> pd.DataFrame:
+    """:func:`comparison` of the run folders at or below ``paths``."""
+    return comparison(_as_paths(paths), **options)
 
 
 def constant_columns(table: pd.DataFrame, keep: Iterable[str] = ()) -> dict[str, Any]:

@@ -8,8 +8,6 @@ errors that list the valid keys at that level.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradlab.errors import ConfigError
+from gradlab.identity import experiment_key
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -199,12 +198,15 @@ class Config(Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def experiment_hash(self) -> str:
-        """A short hash of everything that defines the experiment except its name."""
-        data = self.to_dict()
-        data.pop("name")
-        blob = json.dumps(data, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    def experiment_hash(self, resolved: dict[str, Any]) -> str:
+        """The experiment's key (:func:`gradlab.identity.experiment_key`): equal for runs
+        of the same experiment whatever their name, seed or logging settings.
+
+        Args:
+            resolved: what ``device``, ``amp`` and ``engine`` resolve to on the machine
+                that runs it (:func:`gradlab.train.resolved_setup`).
+        """
+        return experiment_key(self.to_dict(), resolved)
 
 
 # --------------------------------------------------------------------------- loading

@@ -49,10 +49,17 @@ def run_one(config: dict[str, Any], sweep_dir: str, threads: int | None = None) 
 
 def _record_setup_failure(cfg: Config, sweep_dir: str, error: str) -> dict[str, Any]:
     from gradlab.runlog import RunWriter
+    from gradlab.train import resolved_setup
 
-    run = RunWriter.create(
-        sweep_dir, cfg.name, cfg.to_yaml(), {"experiment_hash": cfg.experiment_hash()}, ["step"]
-    )
+    setup = resolved_setup(cfg)
+    meta = {
+        "experiment_hash": cfg.experiment_hash(setup),
+        "seed": cfg.seed,
+        "device": setup["device"],
+        "amp": {"dtype": setup["amp"], "grad_scaler": setup["grad_scaler"]},
+        "engine": setup["engine"],
+    }
+    run = RunWriter.create(sweep_dir, cfg.name, cfg.to_yaml(), meta, ["step"])
     run.write_summary({"status": "failed", "steps": 0, "error": error})
     run.close()
     return {"status": "failed", "folder": run.path.name, "error": error}

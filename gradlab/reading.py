@@ -5,7 +5,6 @@ Pure pandas: never imports torch. ``gradlab.load_runs`` and ``gradlab.load_steps
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.errors import GradlabError, RunFolderError
+from gradlab.identity import experiment_key, resolved_from_meta
 from gradlab.runlog import (
     CONFIG_FILE,
     EVALS_FILE,
@@ -55,11 +55,14 @@ def is_run_folder(path: Path) -> bool:
 
 
 def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
-    """Run folders named in ``paths`` (a run folder, or a folder holding run folders).
+    """Every run folder at or below ``paths``, at any depth (a runs folder, sweep folders
+    inside it, run folders given one by one). Hidden folders are not searched, and nothing
+    below a run folder is.
 
     Returns:
-        The run folders in order without duplicates, and one message per path that is
-        neither.
+        The run folders in order without duplicates, and one message per path that is not
+        a run folder and holds none, or per run folder a ``sweep.json`` lists but which is
+        gone.
     """
     runs: list[Path] = []
     problems: list[str] = []
@@ -67,17 +70,11 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
         path = Path(raw)
         if not path.exists():
             problems.append(f"{path} (no such file or folder)")
-        elif path.is_dir() and is_run_folder(path):
-            runs.append(path)
-        elif (path / SWEEP_FILE).is_file():
-            listed, missing = _sweep_runs(path)
-            runs.extend(listed)
-            problems.extend(missing)
         elif path.is_dir():
-            children = sorted(c for c in path.iterdir() if c.is_dir() and is_run_folder(c))
-            if children:
-                runs.extend(children)
-            elif not path.name.startswith("."):
+            found, missing = _walk(path)
+            runs.extend(found)
+            problems.extend(missing)
+            if not found and not missing and not path.name.startswith("."):
                 problems.append(f"{path} (not a run folder, and holds none)")
         elif path.name != ".gitkeep":
             problems.append(f"{path} (not a run folder)")
@@ -86,16 +83,42 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return [by_resolved[p] for p in unique], problems
 
 
-def _sweep_runs(path: Path) -> tuple[list[Path], list[str]]:
-    """The run folders a sweep folder's sweep.json lists (its latest run of each config)."""
+def _walk(top: Path) -> tuple[list[Path], list[str]]:
+    """Run folders at or below ``top`` (sorted by path), and the folders that sweep.json
+    files below ``top`` list but that are gone."""
+    found: list[Path] = []
+    missing: list[str] = []
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        if is_run_folder(folder):
+            found.append(folder)
+            continue
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError:
+            continue
+        names = {e.name for e in entries}
+        if SWEEP_FILE in names:
+            missing.extend(_missing_sweep_runs(folder, names))
+        stack.extend(
+            Path(e.path)
+            for e in entries
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=True)
+        )
+    return found, missing
+
+
+def _missing_sweep_runs(path: Path, present: set[str]) -> list[str]:
+    """Run folders the sweep.json in ``path`` lists (in any expansion) that are gone."""
     try:
         data = json.loads((path / SWEEP_FILE).read_text(encoding="utf-8"))
-        folders = [r.get("folder") for r in data["runs"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return [], [f"{path / SWEEP_FILE} (unreadable: {exc})"]
-    listed = [path / f for f in folders if f]
-    missing = [f"{p} (listed in {SWEEP_FILE}, not found)" for p in listed if not p.is_dir()]
-    return [p for p in listed if p.is_dir()], missing
+        expansions = [*data.get("history", []), data]
+        folders = [r.get("folder") for e in expansions for r in e.get("runs", [])]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return [f"{path / SWEEP_FILE} (unreadable: {exc})"]
+    gone = dict.fromkeys(f for f in folders if isinstance(f, str) and f and f not in present)
+    return [f"{path / f} (listed in {SWEEP_FILE}, not found)" for f in gone]
 
 
 # --------------------------------------------------------------------------- one run
@@ -113,12 +136,6 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def group_key(config: dict[str, Any]) -> str:
-    """Runs with the same key differ only in seed and name."""
-    rest = {k: v for k, v in config.items() if k not in ("name", "seed")}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _process_alive(pid: int) -> bool:
@@ -161,13 +178,16 @@ def read_run(path: Path) -> dict[str, Any]:
     alerts = summary.get("alerts")
     if isinstance(alerts, dict):  # counts per kind; the table shows their total
         summary = {**summary, "alerts": sum(alerts.values())}
-        row.update({f"alerts.{kind}": count for kind, count in alerts.items()})
+        row.update({f"alerts.{kind}": float(count) for kind, count in alerts.items()})
     for metric in METRICS:
         value = summary.get(metric)
         row[metric] = float(value) if isinstance(value, (int, float)) else math.nan
     row[STATUS] = run_status(summary, meta)
     row["path"] = str(path)
-    row["group"] = group_key(config)
+    resolved = resolved_from_meta(meta)
+    row["group"] = experiment_key(config, resolved)
+    row["started"] = str(meta.get("started") or "")
+    row.update({f"resolved.{k}": v for k, v in resolved.items() if k != "grad_scaler"})
     for key, value in flatten(config).items():
         if key not in row:
             row[key] = value
@@ -175,15 +195,20 @@ def read_run(path: Path) -> dict[str, Any]:
 
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run folder found in ``paths``.
+    """One row per run folder found at or below ``paths``.
 
     Columns: ``run`` (folder name), ``name``, ``edits`` (the pipeline in short form),
     ``dataset``, ``seed``, the summary's metrics (``steps``, ``final_train_loss``,
     ``final_test_accuracy``, ``best_test_accuracy``, ``grad_norm_mean``, ``grad_norm_max``,
-    ``edit_changed_frac``, ``steps_per_second``), ``status``, ``path``, ``group`` (equal for
-    runs that differ only in seed and name) and every config key, flattened
-    (``optim.lr``, ``model.hidden``, ...). Folders that are broken are left out and listed
-    in ``df.attrs["skipped"]``.
+    ``edit_changed_frac``, ``alerts`` and ``alerts.<kind>``, ``steps_per_second``),
+    ``status``, ``path``, ``group`` (the experiment's key, :mod:`gradlab.identity`: equal
+    for runs of the same experiment), ``resolved.device`` / ``resolved.amp`` /
+    ``resolved.engine`` (from meta.json), ``started``, ``duplicate_of`` (for a completed run
+    whose experiment and seed a newer completed run repeats: that run's path; it is not an
+    observation) and every config key, flattened (``optim.lr``, ``model.hidden``, ...).
+
+    ``df.attrs["skipped"]`` lists the folders that are broken (left out);
+    ``df.attrs["duplicates"]`` the ``(older, newer)`` path pairs of repeated runs.
     """
     runs, skipped = find_runs(paths)
     rows = []
@@ -195,8 +220,33 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     df = pd.DataFrame(
         rows, columns=None if rows else [*IDENTITY, *METRICS, STATUS, "path", "group"]
     )
+    df["duplicate_of"] = None
+    df.attrs["duplicates"] = _mark_duplicates(df)
     df.attrs["skipped"] = skipped
     return df
+
+
+def _mark_duplicates(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """Completed runs of the same experiment and seed count once: the newest (by start
+    time, then folder name); the older ones get ``duplicate_of``. Returns (older, newer)."""
+    if df.empty:
+        return []
+    completed = df[df[STATUS] == "completed"]
+    pairs = []
+    for _, same in completed.groupby(["group", "seed"], sort=False):
+        if len(same) < 2:
+            continue
+        order = same.assign(_name=same["run"]).sort_values(["started", "_name"])
+        newest = order.index[-1]
+        for index in order.index[:-1]:
+            df.at[index, "duplicate_of"] = df.at[newest, "path"]
+            pairs.append((df.at[index, "path"], df.at[newest, "path"]))
+    return pairs
+
+
+def is_observation(df: pd.DataFrame) -> pd.Series:
+    """Runs that count in a group's statistics: completed, and not a duplicate."""
+    return (df[STATUS] == "completed") & df["duplicate_of"].isna()
 
 
 def _reason(exc: RunFolderError, path: Path) -> str:

@@ -140,14 +140,18 @@ def comparison_text(
     constants: dict[str, str],
     title: str,
     width: int | None = None,
+    notes: list[str] = (),
+    marked: list[bool] | None = None,
 ) -> Table | str:
-    """The comparison as a rich Table (printed) or, with ``width``, as plain text."""
+    """The comparison as a rich Table (printed) or, with ``width``, as plain text; rows in
+    ``marked`` (significant against the baseline) are bold, ``notes`` follow the table."""
     table = Table(header_style="bold")
     for header in headers:
-        numeric = header not in ("run", "name", "edits", "dataset", "status", "seed")
+        numeric = header not in ("run", "name", "edits", "dataset", "status", "seed", "test")
         table.add_column(escape(header), justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
+    for i, row in enumerate(rows):
+        bold = marked is not None and marked[i]
+        table.add_row(*(escape(cell) for cell in row), style="bold" if bold else None)
     header_line = "   ".join(f"[dim]{escape(k)}:[/] {escape(v)}" for k, v in constants.items())
     if width is None:
         out = wide_console()
@@ -155,12 +159,16 @@ def comparison_text(
         if header_line:
             out.print(header_line, soft_wrap=True)
         out.print(table)
+        for line in notes:
+            out.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
         return table
     plain = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
     plain.print(title, soft_wrap=True)
     if header_line:
         plain.print(header_line, soft_wrap=True)
     plain.print(table)
+    for line in notes:
+        plain.print(line, soft_wrap=True)
     return plain.export_text()
 
 

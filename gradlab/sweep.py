@@ -31,7 +31,8 @@ from typing import Any
 from gradlab.config import Config, config_from_dict, read_yaml_mapping, set_by_path
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.executors import Event, run_local, run_ray
-from gradlab.runlog import read_meta, read_summary, write_json
+from gradlab.identity import run_experiment_key
+from gradlab.runlog import read_config, read_meta, read_summary, write_json
 
 SWEEP_KEYS = ("name", "base", "set", "list", "grid", "seeds")
 SWEEP_FILE = "sweep.json"
@@ -39,7 +40,11 @@ SWEEP_FILE = "sweep.json"
 
 @dataclass
 class PlannedRun:
-    """One run of a sweep: its overrides on top of the base and its resolved config."""
+    """One run of a sweep: its overrides on top of the base and its resolved config.
+
+    ``hash`` is the experiment's key (:mod:`gradlab.identity`), the same for every seed:
+    a run is done when a completed run of the same experiment and seed is in the folder.
+    """
 
     index: int
     name: str
@@ -98,6 +103,8 @@ def load_sweep(path: str | Path) -> Sweep:
     ):
         raise ConfigError(f"{path}: seeds: expected a list of whole numbers >= 0, got {seeds!r}")
 
+    from gradlab.train import resolved_setup
+
     sweep = Sweep(name=name, source=str(path))
     problems = []
     for variant_index, overrides in enumerate(variants):
@@ -117,7 +124,7 @@ def load_sweep(path: str | Path) -> Sweep:
                     seed=config.seed,
                     overrides=full,
                     config=config.to_dict(),
-                    hash=config.experiment_hash(),
+                    hash=config.experiment_hash(resolved_setup(config)),
                 )
             )
     if problems:
@@ -163,20 +170,43 @@ def _short(overrides: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- resume
 
 
-def completed_runs(sweep_dir: Path) -> dict[str, Path]:
-    """experiment hash -> folder of every completed run already in ``sweep_dir``."""
-    done: dict[str, Path] = {}
+def completed_runs(sweep_dir: Path) -> dict[tuple[str, int], Path]:
+    """(experiment key, seed) -> folder of the newest completed run of it in ``sweep_dir``.
+
+    The key is computed from each folder's config.yaml and meta.json (not the hash its
+    meta.json recorded), so runs written under an older definition still count.
+    """
+    done: dict[tuple[str, int], Path] = {}
     if not sweep_dir.is_dir():
         return done
-    for folder in sorted(sweep_dir.iterdir()):
+    for folder in sorted(sweep_dir.iterdir()):  # names end in their start time: newest last
         if not folder.is_dir():
             continue
         try:
             if read_summary(folder).get("status") == "completed":
-                done[read_meta(folder)["experiment_hash"]] = folder
-        except (GradlabError, KeyError):
+                config, meta = read_config(folder), read_meta(folder)
+                done[(run_experiment_key(config, meta), int(config.get("seed", 0)))] = folder
+        except (GradlabError, KeyError, TypeError, ValueError):
             continue
     return done
+
+
+def previous_record(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The expansions earlier invocations of the sweep recorded in ``sweep.json``, oldest
+    first (its ``history`` and its latest). An unreadable file is kept aside as
+    ``sweep.json.unreadable`` rather than overwritten."""
+    path = sweep_dir / SWEEP_FILE
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError):
+        os.replace(path, path.with_name(SWEEP_FILE + ".unreadable"))
+        return []
+    history = data.pop("history", [])
+    return [*(history if isinstance(history, list) else []), data]
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -209,10 +239,11 @@ def execute(
     done = {} if rerun else completed_runs(sweep_dir)
     todo = []
     for run in sweep.runs:
-        if run.hash in done:
-            run.status, run.folder = "skipped", done[run.hash].name
+        if (run.hash, run.seed) in done:
+            run.status, run.folder = "skipped", done[(run.hash, run.seed)].name
         else:
             todo.append(run)
+    history = previous_record(sweep_dir)
     record = {
         **sweep.record(),
         "executor": executor,
@@ -221,7 +252,8 @@ def execute(
     }
 
     def save() -> None:
-        write_json(sweep_dir / SWEEP_FILE, {**record, "runs": sweep.record()["runs"]})
+        current = {**record, "runs": sweep.record()["runs"]}
+        write_json(sweep_dir / SWEEP_FILE, {**current, "history": history})
 
     def notify(kind: str) -> Event:
         def event(run: PlannedRun) -> None:

@@ -32,6 +32,7 @@ from gradlab.environment import (
     resolve_device,
     seed_everything,
 )
+from gradlab.errors import ConfigError
 from gradlab.model import TwoLayerNet
 from gradlab.optim import SGD
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE, RunWriter
@@ -84,6 +85,36 @@ def evaluate(
         correct += (logits.argmax(1) == yb).sum()
     n = max(1, len(x))
     return total_loss.item() / n, correct.item() / n
+
+
+def setup_record(
+    device: torch.device, amp_dtype: torch.dtype | None, use_scaler: bool, engine: str
+) -> dict[str, Any]:
+    """The resolved setup as :mod:`gradlab.identity` reads it back from ``meta.json``."""
+    return {
+        "device": device.type,
+        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
+        "grad_scaler": use_scaler,
+        "engine": engine,
+    }
+
+
+def resolved_setup(config: Config) -> dict[str, Any]:
+    """What ``train.device``, ``train.amp`` and ``train.engine`` resolve to on this machine
+    (part of the experiment's identity). Settings that cannot run here (a missing device)
+    are returned as written: such a run fails at its start anyway."""
+    try:
+        device = resolve_device(config.train.device)
+        amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+        engine = resolve_engine(config.train.engine, amp_dtype)
+    except ConfigError:
+        return {
+            "device": config.train.device.split(":")[0],
+            "amp": config.train.amp,
+            "grad_scaler": False,
+            "engine": config.train.engine,
+        }
+    return setup_record(device, amp_dtype, use_scaler, engine)
 
 
 def train(
@@ -149,7 +180,9 @@ def train(
         command=command if command is not None else sys.argv,
         started=started,
         seed=config.seed,
-        experiment_hash=config.experiment_hash(),
+        experiment_hash=config.experiment_hash(
+            setup_record(device, amp_dtype, use_scaler, engine_name)
+        ),
         edits=pipeline.label(),
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,

@@ -205,7 +205,10 @@ def test_broken_folders_never_crash(study: Path, tmp_path: Path):
     assert set(rows) == {"good", "cut-steps", "crashed", "alive"}
     assert rows["crashed"]["status"] == "crashed" and rows["alive"]["status"] == "running"
     assert rows["crashed"]["final_test_accuracy"] is None
-    (warning,) = result.stderr.strip().splitlines()
+    warning, duplicates = result.stderr.strip().splitlines()
+    assert duplicates.startswith("warning: 1 duplicate run not counted")
+    assert f"{tmp_path / 'cut-steps'} (repeats {tmp_path / 'good'})" in duplicates
+    assert rows["cut-steps"]["status"] == "duplicate" and rows["good"]["status"] == "completed"
     assert warning.startswith("warning: skipped 5: ") and "more" not in warning
     assert "missing-summary (summary.json: missing)" in warning
     assert "truncated-summary (summary.json: unreadable" in warning

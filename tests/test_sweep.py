@@ -47,7 +47,8 @@ def test_expansion_is_list_times_grid_times_seeds(tmp_path):
         first.config["optim"]["momentum"] == 0.5 and first.config["data"]["name"] == "mnist-sample"
     )
     assert [r.seed for r in sweep.runs[:4]] == [0, 1, 0, 1]
-    assert len({r.hash for r in sweep.runs}) == len(sweep.runs)  # all distinct experiments
+    assert len({(r.hash, r.seed) for r in sweep.runs}) == len(sweep.runs)  # distinct runs
+    assert len({r.hash for r in sweep.runs}) == 12  # the experiments: one hash for both seeds
     b = [r for r in sweep.runs if r.name == "b"]
     assert all(r.config["edit"][0]["type"] == "clip_norm" for r in b) and len(b) == 12
 
@@ -147,8 +148,15 @@ def test_local_executor_with_two_jobs_isolates_failures_and_resumes(tmp_path):
     rerun = execute(load_sweep(path), runs, jobs=2, rerun=True)
     assert len({p.name for p in rerun.iterdir()} - folders_before) == 4  # four new run folders
     table = runner.invoke(app, ["compare", str(folder), "--format", "json"])
-    rows = json.loads(table.stdout)  # the latest runs that sweep.json lists, seeds grouped
-    assert {r["name"]: r["n"] for r in rows} == {"good": 2, "impossible": 2}
+    rows = json.loads(table.stdout)  # every run in the folder; seeds grouped, each seed once
+    assert {r["name"]: r["n"] for r in rows} == {"good": 2, "impossible": 0}
+    assert {r["name"]: r["status"] for r in rows} == {
+        "good": "2 completed, 2 duplicate",
+        "impossible": "failed",
+    }
+    assert "2 duplicate runs not counted" in table.stderr
+    history = json.loads((folder / "sweep.json").read_text())["history"]
+    assert len(history) == 2 and all(len(h["runs"]) == 4 for h in history)
 
 
 def test_compare_reads_a_sweep_folder_again(tmp_path):
@@ -239,7 +247,7 @@ def test_ctrl_c_stops_the_sweep_and_records_what_did_not_finish(tmp_path):
 
 def test_the_shipped_study_expands():
     study = load_sweep(Path(__file__).parents[1] / "configs" / "sweeps" / "editing-study.yaml")
-    assert len(study.runs) == 15 and len({r.hash for r in study.runs}) == 15
+    assert len(study.runs) == 15 and len({(r.hash, r.seed) for r in study.runs}) == 15
     assert {r.config["data"]["name"] for r in study.runs} == {"mnist-sample"}
     assert [r.name for r in study.runs[::3]] == [
         "baseline",

@@ -1,0 +1,87 @@
+"""What counts as the same experiment: one definition for compare's groups, duplicate
+detection and the sweep's resume.
+
+Two runs are the same experiment when their resolved configs agree on everything that
+changes what is computed, and they ran on the same kind of device with the same AMP mode
+and gradient engine (as resolved, read from ``meta.json``: ``device: auto`` on a GPU and on
+a CPU are different experiments). Left out, because they change nothing that is computed:
+
+- ``name`` and ``seed`` (a group is one experiment over several seeds),
+- ``data.root`` and ``data.download`` (where the files are, not what they are),
+- ``train.log``, ``train.flush_every``, ``train.eval_every``, ``train.eval_batch_size``
+  (what is written down and when, not the training),
+- ``diagnostics.*`` (gradient health is measured, never acted on),
+- ``train.device``, ``train.amp``, ``train.engine`` as written (their resolved values
+  count instead), and ``train.amp_init_scale`` when no GradScaler ran.
+
+Plain data in, plain data out: never imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+IGNORED = (
+    "name",
+    "seed",
+    "data.root",
+    "data.download",
+    "train.log",
+    "train.flush_every",
+    "train.eval_every",
+    "train.eval_batch_size",
+    "train.device",
+    "train.amp",
+    "train.engine",
+    "diagnostics",
+)
+"""Config keys (dotted; a section name drops the whole section) outside the identity."""
+
+RESOLVED = ("device", "amp", "grad_scaler", "engine")
+"""What ``auto`` settings resolved to on the machine that ran (or will run) the run."""
+
+
+def resolved_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The resolved device type, AMP dtype, GradScaler and engine a run's ``meta.json``
+    records (``cuda:1`` -> ``cuda``). Runs written before the analytic engine existed
+    used autograd."""
+    amp = meta.get("amp") if isinstance(meta.get("amp"), dict) else {}
+    device = str(meta.get("device", "?")).split(":")[0]
+    return {
+        "device": device,
+        "amp": str(amp.get("dtype", "off")),
+        "grad_scaler": bool(amp.get("grad_scaler", False)),
+        "engine": str(meta.get("engine", "autograd")),
+    }
+
+
+def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config (plain data, as in ``config.yaml``) and of its resolved
+    setup that defines the experiment; see the module docstring."""
+    data = copy.deepcopy(config)
+    for key in IGNORED:
+        *sections, last = key.split(".")
+        node = data
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
+        data["train"].pop("amp_init_scale", None)
+    data["resolved"] = {key: resolved.get(key) for key in RESOLVED}
+    return data
+
+
+def experiment_key(config: dict[str, Any], resolved: dict[str, Any]) -> str:
+    """A short, stable hash of :func:`experiment_identity`: equal for runs of the same
+    experiment, whatever their seed or name."""
+    blob = json.dumps(experiment_identity(config, resolved), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_experiment_key(config: dict[str, Any], meta: dict[str, Any]) -> str:
+    """:func:`experiment_key` of a finished run folder's ``config.yaml`` and ``meta.json``."""
+    return experiment_key(config, resolved_from_meta(meta))

@@ -1,0 +1,179 @@
+"""Statistics over seeds: confidence intervals, paired and Welch t-tests, Holm's correction
+and the number of seeds a difference needs. Distributions come from scipy (imported on
+first use); nothing here imports torch.
+
+A seed fixes the initialization and the data order in every arm of a gradlab study, so two
+groups that ran the same seeds are paired: their per-seed differences are tested. Groups
+with different seeds are compared with Welch's t-test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA = 0.05
+POWER = 0.8
+_MAX_SEEDS = 1_000_000
+
+
+def t_quantile(probability: float, df: float) -> float:
+    """The Student t quantile (``scipy.stats.t.ppf``; computed by ``scipy.special.stdtrit``,
+    which ``t.ppf`` calls, because importing scipy.stats costs half a second)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, probability))
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The Student t confidence interval of the mean of ``values``: mean ± t·s/√n.
+    NaN for fewer than two values; a point when they are all equal."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(x.mean())
+    half = t_quantile(0.5 + level / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+@dataclass
+class Difference:
+    """A group against the baseline on one metric (group minus baseline)."""
+
+    test: str  # paired or welch
+    delta: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p_value: float = math.nan
+    n_pairs: float = math.nan
+    seeds_needed: float = math.nan
+
+
+def compare_to_baseline(
+    group: dict[int, float], baseline: dict[int, float], level: float = 0.95
+) -> Difference:
+    """Test ``group`` against ``baseline`` (seed -> value, NaN values left out).
+
+    Paired t-test on the per-seed differences when both ran the same seeds (at least one),
+    Welch's t-test otherwise. When the differences (paired) or both groups (Welch) have no
+    spread, p is 1 if the difference is exactly 0 and 0 otherwise, and the interval is the
+    point. Too few values for a test leave p and the interval empty (NaN).
+    """
+    group = {s: v for s, v in group.items() if not math.isnan(v)}
+    baseline = {s: v for s, v in baseline.items() if not math.isnan(v)}
+    if group and set(group) == set(baseline):
+        seeds = sorted(group)
+        return _paired([group[s] for s in seeds], [baseline[s] for s in seeds], level)
+    return _welch(list(group.values()), list(baseline.values()), level)
+
+
+def _paired(a: list[float], b: list[float], level: float) -> Difference:
+    d = np.asarray(a) - np.asarray(b)
+    n = len(d)
+    result = Difference("paired", float(d.mean()), n_pairs=n)
+    if n < 2:
+        return result
+    if np.all(d == d[0]):  # no spread: scipy would divide by zero
+        result.ci_low = result.ci_high = result.delta
+        result.p_value = 1.0 if result.delta == 0 else 0.0
+        result.seeds_needed = math.nan if result.delta == 0 else 2
+        return result
+    from scipy import stats
+
+    test = stats.ttest_rel(a, b)
+    interval = test.confidence_interval(level)
+    result.p_value = float(test.pvalue)
+    result.ci_low, result.ci_high = float(interval.low), float(interval.high)
+    result.seeds_needed = seeds_needed_paired(result.delta / float(d.std(ddof=1)))
+    return result
+
+
+def _welch(a: list[float], b: list[float], level: float) -> Difference:
+    if not a or not b:
+        return Difference("welch", math.nan)
+    result = Difference("welch", float(np.mean(a) - np.mean(b)))
+    if len(a) < 2 or len(b) < 2:
+        return result
+    spread = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+    if spread == 0:
+        result.ci_low = result.ci_high = result.delta
+        result.p_value = 1.0 if result.delta == 0 else 0.0
+        result.seeds_needed = math.nan if result.delta == 0 else 2
+        return result
+    from scipy import stats
+
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(level)
+    result.p_value = float(test.pvalue)
+    result.ci_low, result.ci_high = float(interval.low), float(interval.high)
+    result.seeds_needed = seeds_needed_two_sample(result.delta / spread)
+    return result
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given; NaN stays NaN and does not
+    count as a test. Sorted ascending, ``p_adj(i) = max_{j<=i} min(1, (k - j) p(j))``."""
+    tested = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    tested.sort()
+    k = len(tested)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for j, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (k - j) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def power_paired(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of a two-sided paired t-test with ``n`` pairs for the standardized effect
+    ``effect`` = mean difference / sd of the differences (noncentral t, df n-1, nc d·√n)."""
+    from scipy import stats
+
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect) * math.sqrt(n)
+    return float(stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc))
+
+
+def power_two_sample(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of a two-sided two-sample t-test with ``n`` seeds per group for
+    ``effect`` = mean difference / sqrt of the mean of the two variances
+    (noncentral t, df 2n-2, nc d·√(n/2))."""
+    from scipy import stats
+
+    df = 2 * n - 2
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect) * math.sqrt(n / 2)
+    return float(stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc))
+
+
+def seeds_needed_paired(effect: float, power: float = POWER, alpha: float = ALPHA) -> float:
+    """The smallest number of seeds (pairs) with at least ``power`` to detect ``effect``;
+    NaN when the effect is 0 or needs more than a million seeds."""
+    return _smallest_n(lambda n: power_paired(effect, n, alpha), effect, power)
+
+
+def seeds_needed_two_sample(effect: float, power: float = POWER, alpha: float = ALPHA) -> float:
+    """Seeds per group for an unpaired (Welch) design; see :func:`seeds_needed_paired`."""
+    return _smallest_n(lambda n: power_two_sample(effect, n, alpha), effect, power)
+
+
+def _smallest_n(power_at, effect: float, target: float) -> float:
+    if effect == 0 or not math.isfinite(effect):
+        return 2 if math.isinf(effect) else math.nan
+    low, high = 1, 2  # power_at(low) < target <= power_at(high), power grows with n
+    while power_at(high) < target:
+        low, high = high, high * 2
+        if high > _MAX_SEEDS:
+            return math.nan
+    while high - low > 1:
+        middle = (low + high) // 2
+        if power_at(middle) >= target:
+            high = middle
+        else:
+            low = middle
+    return high
