@@ -92,7 +92,14 @@ def main() -> None:
         )
         gradlab = [sys.executable, "-m", "gradlab.cli"]
         print(f"{'command':<52} {'median s':>9}")
-        for extra in ([], ["--format", "csv"], ["--format", "json"], ["--no-group"]):
+        for extra in (
+            [],
+            ["--format", "csv"],
+            ["--format", "json"],
+            ["--no-group"],
+            ["--baseline", "cfg0"],
+            ["--baseline", "cfg0", "--power"],
+        ):
             seconds = time_command([*gradlab, "compare", str(root), *extra], args.repeat)
             print(f"{'gradlab compare DIR ' + ' '.join(extra):<52} {seconds:>9.2f}")
         seconds = time_command([*gradlab, "--help"], args.repeat)

@@ -88,36 +88,52 @@ def group_runs(df: pd.DataFrame, level: float = DEFAULT_CI) -> pd.DataFrame:
     ``seed`` their seeds. ``status`` counts every member (``4 completed, 1 duplicate``);
     other columns hold the members' value, or their values joined by ``|`` when they differ.
     """
-    from gradlab.stats import mean_interval
+    from gradlab.stats import t_quantile_array
 
     metrics = metric_columns(df)
-    observed = is_observation(df) if len(df) else pd.Series(dtype=bool)
+    observed = is_observation(df)
+    obs = df[observed].groupby("group", sort=False)
+    mean, std, count = obs[metrics].mean(), obs[metrics].std(ddof=1), obs[metrics].count()
+    half = t_quantile_array(0.5 + level / 2, count - 1) * std / count.pow(0.5)
+    half = half.where(count > 1)
+
+    members = df.groupby("group", sort=False)
+    keys = list(members.groups)
+    rest = [
+        c
+        for c in df.columns
+        if c not in metrics and c not in ("path", "started", "duplicate_of", "seed", "run")
+    ]
+    first = members[rest].head(1).set_index(df.loc[members.head(1).index, "group"])
+    differ = members[rest].nunique(dropna=False) > 1
     rows = []
-    for key, members in df.groupby("group", sort=False):
-        obs = members[observed.loc[members.index]]
-        shown = obs if len(obs) else members
+    for key in keys:
+        group = df.loc[members.groups[key]]
+        observations = group[observed.loc[group.index]]
+        shown = observations if len(observations) else group
         row: dict[str, Any] = {
-            "run": members["run"].iloc[0] if len(members) == 1 else f"{len(members)} runs",
-            "name": _joined(members["name"]),
-            "edits": _joined(members["edits"]),
-            "dataset": _joined(members["dataset"]),
+            "run": group["run"].iloc[0] if len(group) == 1 else f"{len(group)} runs",
             "seed": ",".join(str(s) for s in sorted(shown["seed"])),
-            "n": len(obs),
+            "n": len(observations),
         }
+        for column in rest:
+            row[column] = (
+                _joined(group[column]) if differ.at[key, column] else first.at[key, column]
+            )
+        has_obs = key in mean.index
         for metric in metrics:
-            values = obs[metric].dropna()
-            row[metric] = values.mean() if len(values) else math.nan
-            row[f"{metric}.std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-            row[f"{metric}.ci_low"], row[f"{metric}.ci_high"] = mean_interval(values, level)
-        row[STATUS] = _status_counts(members)
+            m = mean.at[key, metric] if has_obs else math.nan
+            h = half.at[key, metric] if has_obs else math.nan
+            row[metric] = m
+            row[f"{metric}.std"] = std.at[key, metric] if has_obs else math.nan
+            row[f"{metric}.ci_low"], row[f"{metric}.ci_high"] = m - h, m + h
+        row[STATUS] = _status_counts(group)
         row["paths"] = list(shown["path"])
-        row["members"] = list(members["path"])
-        row["group"] = key
-        for column in df.columns:
-            if column not in row and column not in ("path", "started", "duplicate_of"):
-                row[column] = _joined(members[column])
+        row["members"] = list(group["path"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    ordered = ["run", "name", "edits", "dataset", "seed", "n"]
+    table = pd.DataFrame(rows)
+    return table[[*ordered, *(c for c in table.columns if c not in ordered)]]
 
 
 def _status_counts(members: pd.DataFrame) -> str:
@@ -135,7 +151,7 @@ def _joined(values: pd.Series) -> Any:
     unique = list(dict.fromkeys(values.tolist()))
     if len(unique) == 1:
         return unique[0]
-    return "|".join(str(v) for v in unique)
+    return "|".join(sorted(str(v) for v in unique))
 
 
 # --------------------------------------------------------------------------- the table

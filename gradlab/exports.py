@@ -80,6 +80,9 @@ def display(
     against the baseline shows its interval ``[low, high]``; a significant ``p_adjusted``
     gets a ``*``. ``seeds_needed`` is shown only with ``power``.
     """
+    marks = significant(table)
+    table = table.copy(deep=False)
+    table.attrs = {}  # pandas deep-copies attrs (the run paths) on every operation
     columns = [c for c in table.columns if not c.endswith(HIDDEN_SUFFIXES)]
     if not power and "seeds_needed" in columns:
         columns.remove("seeds_needed")
@@ -90,9 +93,8 @@ def display(
         for k, v in constant_columns(table[columns], keep=("status", "test", "p_adjusted")).items()
     }
     shown = [c for c in columns if c not in constants]
-    marks = significant(table)
     rows = []
-    for mark, (_, row) in zip(marks, table.iterrows(), strict=True):
+    for mark, row in zip(marks, table.to_dict("records"), strict=True):
         cells = []
         for column in shown:
             text = format_value(column, row[column])
@@ -109,7 +111,7 @@ def display(
     return shown, rows, constants
 
 
-def _spread(row: pd.Series, column: str, spread: str) -> str:
+def _spread(row: dict[str, Any], column: str, spread: str) -> str:
     if spread == "std":
         std = _number(row.get(f"{column}.std"))
         return "" if std is None else f" ± {format_value(column, std)}"

@@ -19,7 +19,6 @@ Plain data in, plain data out: never imports torch.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from typing import Any
@@ -61,12 +60,11 @@ def resolved_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
 def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved config (plain data, as in ``config.yaml``) and of its resolved
     setup that defines the experiment; see the module docstring."""
-    data = copy.deepcopy(config)
+    # only the sections it changes are copied: the config itself is never modified
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
     for key in IGNORED:
-        *sections, last = key.split(".")
-        node = data
-        for part in sections:
-            node = node.get(part) if isinstance(node, dict) else None
+        section, _, last = key.rpartition(".")
+        node = data.get(section) if section else data
         if isinstance(node, dict):
             node.pop(last, None)
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):

@@ -1,6 +1,12 @@
 """Statistics over seeds: confidence intervals, paired and Welch t-tests, Holm's correction
-and the number of seeds a difference needs. Distributions come from scipy (imported on
-first use); nothing here imports torch.
+and the number of seeds a difference needs. Nothing here imports torch.
+
+The distributions are scipy's: the Student t and noncentral t functions of
+``scipy.special`` (``stdtr``, ``stdtrit``, ``nctdtr``), which are what ``scipy.stats.t``
+and ``scipy.stats.nct`` compute with. They are called directly because importing
+``scipy.stats`` costs half a second, longer than the rest of a 500-run comparison; the
+tests check every result against ``scipy.stats`` (``ttest_rel``, ``ttest_ind``,
+``t.interval``, ``nct``).
 
 A seed fixes the initialization and the data order in every arm of a gradlab study, so two
 groups that ran the same seeds are paired: their per-seed differences are tested. Groups
@@ -21,11 +27,33 @@ _MAX_SEEDS = 1_000_000
 
 
 def t_quantile(probability: float, df: float) -> float:
-    """The Student t quantile (``scipy.stats.t.ppf``; computed by ``scipy.special.stdtrit``,
-    which ``t.ppf`` calls, because importing scipy.stats costs half a second)."""
+    """The Student t quantile (``scipy.stats.t.ppf``)."""
     from scipy.special import stdtrit
 
     return float(stdtrit(df, probability))
+
+
+def t_quantile_array(probability: float, df):
+    """:func:`t_quantile` element-wise over an array or frame of degrees of freedom
+    (NaN where df < 1)."""
+    from scipy.special import stdtrit
+
+    df = df.where(df >= 1) if hasattr(df, "where") else np.where(np.asarray(df) >= 1, df, np.nan)
+    return stdtrit(df, probability)
+
+
+def t_two_sided_p(statistic: float, df: float) -> float:
+    """The two-sided p-value of a t statistic: ``2 * scipy.stats.t.sf(|t|, df)``."""
+    from scipy.special import stdtr
+
+    return float(min(1.0, 2 * stdtr(df, -abs(statistic))))
+
+
+def nct_cdf(x: float, df: float, nc: float) -> float:
+    """The noncentral t distribution function (``scipy.stats.nct.cdf``)."""
+    from scipy.special import nctdtr
+
+    return float(nctdtr(df, nc, x))
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -82,13 +110,12 @@ def _paired(a: list[float], b: list[float], level: float) -> Difference:
         result.p_value = 1.0 if result.delta == 0 else 0.0
         result.seeds_needed = math.nan if result.delta == 0 else 2
         return result
-    from scipy import stats
-
-    test = stats.ttest_rel(a, b)
-    interval = test.confidence_interval(level)
-    result.p_value = float(test.pvalue)
-    result.ci_low, result.ci_high = float(interval.low), float(interval.high)
-    result.seeds_needed = seeds_needed_paired(result.delta / float(d.std(ddof=1)))
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n)  # scipy.stats.ttest_rel: t = mean(d) / (sd(d) / sqrt(n)), df n - 1
+    result.p_value = t_two_sided_p(result.delta / se, n - 1)
+    half = t_quantile(0.5 + level / 2, n - 1) * se
+    result.ci_low, result.ci_high = result.delta - half, result.delta + half
+    result.seeds_needed = seeds_needed_paired(result.delta / sd)
     return result
 
 
@@ -104,12 +131,13 @@ def _welch(a: list[float], b: list[float], level: float) -> Difference:
         result.p_value = 1.0 if result.delta == 0 else 0.0
         result.seeds_needed = math.nan if result.delta == 0 else 2
         return result
-    from scipy import stats
-
-    test = stats.ttest_ind(a, b, equal_var=False)
-    interval = test.confidence_interval(level)
-    result.p_value = float(test.pvalue)
-    result.ci_low, result.ci_high = float(interval.low), float(interval.high)
+    # Welch (scipy.stats.ttest_ind, equal_var=False): Welch-Satterthwaite degrees of freedom
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    result.p_value = t_two_sided_p(result.delta / se, df)
+    half = t_quantile(0.5 + level / 2, df) * se
+    result.ci_low, result.ci_high = result.delta - half, result.delta + half
     result.seeds_needed = seeds_needed_two_sample(result.delta / spread)
     return result
 
@@ -131,24 +159,20 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def power_paired(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Power of a two-sided paired t-test with ``n`` pairs for the standardized effect
     ``effect`` = mean difference / sd of the differences (noncentral t, df n-1, nc d·√n)."""
-    from scipy import stats
-
-    df = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    nc = abs(effect) * math.sqrt(n)
-    return float(stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc))
+    return _power(n - 1, abs(effect) * math.sqrt(n), alpha)
 
 
 def power_two_sample(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Power of a two-sided two-sample t-test with ``n`` seeds per group for
     ``effect`` = mean difference / sqrt of the mean of the two variances
     (noncentral t, df 2n-2, nc d·√(n/2))."""
-    from scipy import stats
+    return _power(2 * n - 2, abs(effect) * math.sqrt(n / 2), alpha)
 
-    df = 2 * n - 2
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    nc = abs(effect) * math.sqrt(n / 2)
-    return float(stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc))
+
+def _power(df: float, nc: float, alpha: float) -> float:
+    """P(|T| > t_crit) for T noncentral t with ``df`` and ``nc``: both tails."""
+    critical = t_quantile(1 - alpha / 2, df)
+    return 1 - nct_cdf(critical, df, nc) + nct_cdf(-critical, df, nc)
 
 
 def seeds_needed_paired(effect: float, power: float = POWER, alpha: float = ALPHA) -> float:

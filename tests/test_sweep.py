@@ -256,3 +256,25 @@ def test_the_shipped_study_expands():
         "noise-0.1-fc2.bias",
         "replace-gaussian-0.1-fc2.bias",
     ]
+
+
+def test_logging_settings_do_not_retrain_but_a_real_change_does(tmp_path):
+    runs = tmp_path / "runs"
+    first = execute(load_sweep(write_sweep(tmp_path, seeds=[0, 1])), runs, jobs=1)
+    assert len([p for p in first.iterdir() if p.is_dir()]) == 2
+    quieter = write_sweep(
+        tmp_path,
+        seeds=[0, 1, 2],
+        set={"train.flush_every": 3, "train.eval_every": 2, "diagnostics.every": 0},
+    )
+    sweep = load_sweep(quieter)
+    execute(sweep, runs, jobs=1)
+    assert [r.status for r in sweep.runs] == ["skipped", "skipped", "done"]  # only seed 2 trains
+    changed = load_sweep(write_sweep(tmp_path, seeds=[0], set={"optim.lr": 0.05}))
+    execute(changed, runs, jobs=1)
+    assert [r.status for r in changed.runs] == ["done"]
+    record = json.loads((first / "sweep.json").read_text())
+    assert len(record["history"]) == 2 and len(record["runs"]) == 1  # earlier expansions kept
+    table = runner.invoke(app, ["compare", str(first), "--format", "json"])
+    rows = json.loads(table.stdout)
+    assert sorted(r["n"] for r in rows) == [1, 3]  # seeds 0-2 of the first experiment, one group
