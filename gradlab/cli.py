@@ -159,7 +159,8 @@ def compare(
         bool | None,
         typer.Option(
             "--group/--no-group",
-            help="Merge runs that differ only in seed into one row (mean ± std, n). "
+            help="One row per experiment: the mean over its seeds with std and confidence "
+            "interval, n. "
             "Default: on when some configuration has several seeds.",
             show_default=False,
         ),
@@ -233,7 +234,8 @@ def compare(
         ),
     ] = None,
 ) -> None:
-    """Compare runs: one row per run, or per group of seeds with mean ± std."""
+    """Compare runs: one row per run, or per experiment with its mean and confidence
+    interval over seeds; tests against a baseline."""
     from gradlab import compare as cmp
     from gradlab import exports, render
 
