@@ -14,13 +14,15 @@ ran the same seeds, else ``welch``), ``n_pairs`` and ``seeds_needed`` (see
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from gradlab.reading import STATUS, CompareError, is_observation
+from gradlab.reading import CompareError, is_observation
 
 TEST_COLUMNS = ("p_value", "p_adjusted", "test", "n_pairs", "seeds_needed")
 _SELECTOR = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=(.*)$")
@@ -40,21 +42,35 @@ def parse_selectors(spec: str) -> list[tuple[str, str]] | None:
 
 
 def _matches(value: Any, wanted: str) -> bool:
-    if isinstance(value, str) and value == wanted:
+    """Whether a cell holds the selector's value: numbers compared as numbers (``1e-3``
+    equals ``0.001``), booleans as booleans, everything else as text. A group's cell that
+    joins its members' values (``100|7``) matches any of them."""
+    if isinstance(value, str):
+        if value == wanted:
+            return True
+        if "|" in value:
+            return any(_matches(part, wanted) for part in value.split("|"))
+    number = _as_number(wanted)
+    if number is not None and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return math.isclose(float(value), number, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower() == wanted.strip().lower()
+    if wanted.strip().lower() in ("", "null", "none", "~") and _missing(value):
         return True
-    import yaml
+    if isinstance(value, str) and number is not None:
+        return _as_number(value) == number
+    return str(value) == wanted.strip()
 
+
+def _as_number(text: str) -> float | None:
     try:
-        parsed = yaml.safe_load(wanted) if wanted else None
-    except yaml.YAMLError:
-        parsed = wanted
-    if isinstance(value, bool) or isinstance(parsed, bool):
-        return value is parsed or str(value).lower() == str(parsed).lower()
-    if isinstance(parsed, (int, float)) and isinstance(value, (int, float)):
-        return math.isclose(float(value), float(parsed), rel_tol=1e-9, abs_tol=1e-12)
-    if parsed is None:
-        return value is None or (isinstance(value, float) and math.isnan(value))
-    return str(value) == str(parsed)
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def select_baseline(table: pd.DataFrame, spec: str) -> int:
@@ -66,7 +82,8 @@ def select_baseline(table: pd.DataFrame, spec: str) -> int:
     """
     selectors = parse_selectors(spec)
     if selectors is None:
-        mask = (table["name"].astype(str) == spec) | (table["run"] == spec)
+        names = table["name"].map(lambda n: str(n).split("|"))  # a group may join names
+        mask = names.map(lambda parts: spec in parts) | (table["run"] == spec)
         members = table["members"] if "members" in table else table["path"].map(lambda p: [p])
         mask |= members.map(lambda paths: any(_is_folder(p, spec) for p in paths))
     else:
@@ -86,27 +103,40 @@ def select_baseline(table: pd.DataFrame, spec: str) -> int:
         raise CompareError(f"--baseline {spec!r} matches no row; names: {names}")
     candidates = "; ".join(_describe(table, i) for i in matches[:6])
     more = f"; and {len(matches) - 6} more" if len(matches) > 6 else ""
+    hint = (
+        "narrow it with selectors over the columns that differ, e.g. "
+        "--baseline 'name=baseline,optim.lr=0.1'"
+        if "members" in table
+        else "name one run folder, or add seed=N to the selectors"
+    )
     raise CompareError(
-        f"--baseline {spec!r} matches {len(matches)} rows: {candidates}{more}; "
-        "narrow it with selectors, e.g. --baseline 'name=baseline,optim.lr=0.1'"
+        f"--baseline {spec!r} matches {len(matches)} rows: {candidates}{more}; {hint}"
     )
 
 
 def _is_folder(path: str, spec: str) -> bool:
-    p = Path(path)
-    return p.name == spec or str(p) == spec or str(p) == spec.rstrip("/")
+    """Whether ``spec`` names the run folder ``path``: by its name, or as a path (relative
+    or absolute) to the same folder."""
+    folder, target = Path(path), Path(spec)
+    if folder.name == spec:
+        return True
+    return target.name == folder.name and target.exists() and target.resolve() == folder.resolve()
 
 
 def _describe(table: pd.DataFrame, index: int) -> str:
+    """A candidate row: its name, up to three config columns that tell rows apart and, for
+    single runs, the seed and the folder (what a selector or the folder name can use)."""
     row = table.loc[index]
     differing = [
         c
         for c in table.columns
-        if (c.split(".")[0] in ("optim", "model", "data", "train") or c == "edits")
-        and table[c].astype(str).nunique() > 1
+        if (c.split(".")[0] in ("optim", "model", "data", "train", "resolved") or c == "edits")
+        and table[c].map(str).nunique() > 1
     ][:3]
-    detail = ", ".join(f"{c}={row[c]}" for c in differing)
-    return f"{row['name']}" + (f" ({detail})" if detail else "")
+    detail = [f"{c}={row[c]}" for c in differing]
+    if "members" not in table:
+        detail += [f"seed={row['seed']}", f"run={row['run']}"]
+    return f"{row['name']}" + (f" ({', '.join(detail)})" if detail else "")
 
 
 # --------------------------------------------------------------------------- tests
@@ -133,7 +163,7 @@ def add_tests(
     for index in table.index:
         if index == reference:
             values = dict.fromkeys(results, math.nan)
-            values.update(test="baseline", delta=0.0)
+            values.update(test="baseline", delta=0.0 if base else math.nan)
         else:
             diff = compare_to_baseline(
                 _per_seed(df, table.at[index, "members"], metric), base, level
@@ -148,8 +178,5 @@ def add_tests(
     table[f"{delta}.ci_high"] = results["ci_high"]
     for key in TEST_COLUMNS:
         table[key] = results[key]
-    table.attrs["tested"] = True
+    table.attrs["baseline_empty"] = not base
     return [delta, f"{delta}.ci_low", f"{delta}.ci_high", *TEST_COLUMNS]
-
-
-__all__ = ["STATUS", "add_tests", "parse_selectors", "select_baseline"]

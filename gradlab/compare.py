@@ -200,6 +200,8 @@ def comparison(
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(_as_paths(runs))
     if df.empty:
         raise CompareError("no runs to compare")
+    if "duplicate_of" not in df:  # a frame made by hand: no run is a duplicate
+        df = df.assign(duplicate_of=None)
     grouped = should_group(df) if group is None else group
     if grouped:
         table = group_runs(df, ci)
@@ -218,7 +220,7 @@ def comparison(
         if (is_config_column(c) or c.startswith("resolved."))
         and c not in chosen
         and c not in _SHOWN_ELSEWHERE
-        and table[c].astype(str).nunique() > 1
+        and table[c].map(str).nunique() > 1  # map(str): NaN counts as a value of its own
     ]
     columns = [*IDENTITY, *(["n"] if grouped else []), *differing]
     for metric in chosen:
@@ -235,8 +237,9 @@ def comparison(
         metric = test_metric or sort_by
         if metric not in metric_columns(df):
             flag = "--test-metric" if test_metric else "--sort-by"
+            hint = "" if test_metric else "; choose one with --test-metric"
             raise CompareError(
-                f"{flag} {metric!r}: the baseline is compared on a metric; metrics: "
+                f"{flag} {metric!r}: the baseline is compared on a metric{hint}; metrics: "
                 + ", ".join(metric_columns(df))
             )
         reference = select_baseline(table, baseline)
@@ -283,6 +286,6 @@ def constant_columns(table: pd.DataFrame, keep: Iterable[str] = ()) -> dict[str,
         if column in ("run", "name", *keep):
             continue
         values = table[column]
-        if values.isna().all() or (values.notna().all() and values.astype(str).nunique() == 1):
+        if values.isna().all() or (values.notna().all() and values.map(str).nunique() == 1):
             fixed[column] = values.iloc[0]
     return fixed

@@ -22,8 +22,20 @@ def _number(value: Any) -> Any:
     return value
 
 
+COUNTS = ("n", "n_pairs", "seeds_needed", "steps")
+
+
 def to_records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _number(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+    """Rows as plain JSON values: NaN as null, whole counts as integers."""
+    records = []
+    for row in table.to_dict(orient="records"):
+        record = {k: _number(v) for k, v in row.items()}
+        for key in COUNTS:
+            value = record.get(key)
+            if isinstance(value, float) and value.is_integer():
+                record[key] = int(value)
+        records.append(record)
+    return records
 
 
 def export(table: pd.DataFrame, fmt: str) -> str:
@@ -127,7 +139,7 @@ def notes(table: pd.DataFrame, spread: str = "ci") -> list[str]:
     if table.attrs.get("grouped"):
         level = table.attrs.get("ci", 0.95)
         lines.append(
-            f"± = half-width of the {level:.0%} confidence interval of the mean over seeds "
+            f"± = half-width of the {level * 100:g}% confidence interval of the mean over seeds "
             "(Student t; none for n = 1)"
             if spread == "ci"
             else "± = standard deviation over seeds"
@@ -138,6 +150,8 @@ def notes(table: pd.DataFrame, spread: str = "ci") -> list[str]:
             "(same seeds), welch = Welch's t-test; p_adjusted: Holm over the rows tested; "
             "* = p_adjusted < 0.05"
         )
+        if table.attrs.get("baseline_empty"):
+            lines.append("the baseline has no completed run: no row could be tested against it")
     return lines
 
 

@@ -72,7 +72,7 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
 class Difference:
     """A group against the baseline on one metric (group minus baseline)."""
 
-    test: str  # paired or welch
+    test: str | None  # paired, welch, or None when one side has no value
     delta: float
     ci_low: float = math.nan
     ci_high: float = math.nan
@@ -86,15 +86,19 @@ def compare_to_baseline(
 ) -> Difference:
     """Test ``group`` against ``baseline`` (seed -> value, NaN values left out).
 
-    Paired t-test on the per-seed differences when both ran the same seeds (at least one),
-    Welch's t-test otherwise. When the differences (paired) or both groups (Welch) have no
-    spread, p is 1 if the difference is exactly 0 and 0 otherwise, and the interval is the
-    point. Too few values for a test leave p and the interval empty (NaN).
+    Paired t-test on the per-seed differences when both ran the same seeds, or when the
+    seeds of one are all among the other's (a seed whose run failed or diverged drops its
+    pair); Welch's t-test otherwise. When the differences (paired) or both groups (Welch)
+    have no spread, p is 1 if the difference is exactly 0 and 0 otherwise, and the interval
+    is the point. Too few values for a test leave p and the interval empty (NaN); with no
+    value on one side there is no test at all (``test`` is None).
     """
     group = {s: v for s, v in group.items() if not math.isnan(v)}
     baseline = {s: v for s, v in baseline.items() if not math.isnan(v)}
-    if group and set(group) == set(baseline):
-        seeds = sorted(group)
+    if not group or not baseline:
+        return Difference(None, math.nan)
+    if set(group) <= set(baseline) or set(baseline) <= set(group):
+        seeds = sorted(set(group) & set(baseline))
         return _paired([group[s] for s in seeds], [baseline[s] for s in seeds], level)
     return _welch(list(group.values()), list(baseline.values()), level)
 
@@ -120,8 +124,6 @@ def _paired(a: list[float], b: list[float], level: float) -> Difference:
 
 
 def _welch(a: list[float], b: list[float], level: float) -> Difference:
-    if not a or not b:
-        return Difference("welch", math.nan)
     result = Difference("welch", float(np.mean(a) - np.mean(b)))
     if len(a) < 2 or len(b) < 2:
         return result

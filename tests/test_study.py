@@ -422,3 +422,61 @@ def test_the_study_side_never_imports_torch(study: Path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_selectors_compare_numbers_as_numbers_and_names_and_paths_as_given(study: Path):
+    for spec in ("optim.lr=5e-1", "optim.lr=0.50", "optim.lr=.5"):
+        assert rows_by_name(comparison([study], baseline=spec))["sign"]["test"] == "baseline"
+    folder = next((study / "a").glob("clip-*"))
+    for spec in (str(folder), str(folder.resolve()) + "/", folder.name):
+        assert rows_by_name(comparison([study], baseline=spec))["clip"]["test"] == "baseline"
+    fake_run(study / "a", "other-name", 9, 0.81)  # joins the baseline experiment
+    table = comparison([study], baseline="baseline")
+    (row,) = table[table["test"] == "baseline"].to_dict("records")
+    assert row["name"] == "baseline|other-name" and row["n"] == 6
+
+
+def test_ungrouped_ambiguity_names_seeds_and_folders(study: Path):
+    result = runner.invoke(app, ["compare", str(study), "--no-group", "--baseline", "clip"])
+    assert result.exit_code == 2
+    assert "seed=0, run=clip-" in result.stderr and "name one run folder" in result.stderr
+
+
+def test_a_group_without_completed_runs_is_never_tested(tmp_path: Path):
+    for seed in (0, 1, 2):
+        fake_run(tmp_path, "ok", seed, 0.8 + seed / 100)
+        fake_run(tmp_path, "dead", seed, math.nan, config={"optim": {"lr": 9.0}}, status="diverged")
+    table = comparison([tmp_path], baseline="dead")
+    rows = rows_by_name(table)
+    assert math.isnan(rows["dead"]["delta.final_test_accuracy"])
+    assert rows["ok"]["test"] is None or math.isnan(rows["ok"]["test"])
+    assert math.isnan(rows["ok"]["p_value"])
+    result = runner.invoke(
+        app, ["compare", str(tmp_path), "--baseline", "dead"], env={"COLUMNS": "250"}
+    )
+    assert "the baseline has no completed run" in result.stdout
+    rows = rows_by_name(comparison([tmp_path], baseline="ok"))
+    assert rows["dead"]["n"] == 0 and rows["dead"]["status"] == "diverged"
+    assert rows["dead"]["test"] is None or math.isnan(rows["dead"]["test"])
+
+
+def test_a_failed_seed_drops_its_pair_instead_of_unpairing_the_arms(tmp_path: Path):
+    for seed, value in enumerate(BASE):
+        fake_run(tmp_path, "base", seed, value)
+    for seed, value in enumerate(CLIP):
+        status = "diverged" if seed == 2 else "completed"
+        fake_run(tmp_path, "clip", seed, value, config={"optim": {"lr": 0.2}}, status=status)
+    clip = rows_by_name(comparison([tmp_path], baseline="base"))["clip"]
+    kept = [0, 1, 3, 4]
+    reference = sps.ttest_rel([CLIP[s] for s in kept], [BASE[s] for s in kept])
+    assert clip["test"] == "paired" and clip["n_pairs"] == 4
+    assert clip["p_value"] == pytest.approx(reference.pvalue)
+
+
+def test_level_and_counts_are_written_exactly(study: Path):
+    result = runner.invoke(app, ["compare", str(study), "--ci", "0.999"], env={"COLUMNS": "250"})
+    assert "99.9% confidence interval" in result.stdout
+    out = runner.invoke(app, ["compare", str(study), "--baseline", "baseline", "-f", "json"])
+    clip = next(r for r in json.loads(out.stdout) if r["name"] == "clip")
+    assert clip["n_pairs"] == 5 and isinstance(clip["n_pairs"], int) and clip["n"] == 5
+    assert isinstance(clip["seeds_needed"], int)
