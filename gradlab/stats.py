@@ -87,8 +87,9 @@ def compare_to_baseline(
     """Test ``group`` against ``baseline`` (seed -> value, NaN values left out).
 
     Paired t-test on the per-seed differences when both ran the same seeds, or when the
-    seeds of one are all among the other's (a seed whose run failed or diverged drops its
-    pair); Welch's t-test otherwise. When the differences (paired) or both groups (Welch)
+    seeds of one are all among the other's and at least two are shared (a seed whose run
+    failed or diverged drops its pair; ``delta`` is then the mean over the pairs); Welch's
+    t-test otherwise. When the differences (paired) or both groups (Welch)
     have no spread, p is 1 if the difference is exactly 0 and 0 otherwise, and the interval
     is the point. Too few values for a test leave p and the interval empty (NaN); with no
     value on one side there is no test at all (``test`` is None).
@@ -97,8 +98,11 @@ def compare_to_baseline(
     baseline = {s: v for s, v in baseline.items() if not math.isnan(v)}
     if not group or not baseline:
         return Difference(None, math.nan)
-    if set(group) <= set(baseline) or set(baseline) <= set(group):
-        seeds = sorted(set(group) & set(baseline))
+    shared = sorted(set(group) & set(baseline))
+    if set(group) == set(baseline) or (
+        len(shared) >= 2 and (set(group) <= set(baseline) or set(baseline) <= set(group))
+    ):
+        seeds = shared
         return _paired([group[s] for s in seeds], [baseline[s] for s in seeds], level)
     return _welch(list(group.values()), list(baseline.values()), level)
 
