@@ -109,7 +109,8 @@ def train(
 ) -> None:
     """Train one experiment and write its run folder under [bold]runs/[/].
 
-    Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 130 interrupted.
+    Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged; interrupted: 130 (Ctrl-C),
+    143 (SIGTERM), 129 (SIGHUP).
     """
     from gradlab.config import load_config
 
@@ -136,6 +137,10 @@ def train(
         print_error(
             f"the run failed: {result.summary.get('error')} (traceback in {result.path}/traceback.txt)"
         )
+    if status == "interrupted":
+        from gradlab.environment import signal_exit_code
+
+        raise typer.Exit(signal_exit_code(result.summary.get("signal")))
     raise typer.Exit(EXIT_CODES[status])
 
 

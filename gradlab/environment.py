@@ -112,24 +112,46 @@ def describe_environment(device: torch.device, amp_dtype: torch.dtype | None, sc
     }
 
 
-class SigintFlag:
-    """Within ``with``: the first Ctrl-C only sets :attr:`raised` (the loop finishes its step
-    and stops cleanly); a second one raises KeyboardInterrupt as usual."""
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""Signals that end a run cleanly: Ctrl-C, ``kill``/``timeout``/``docker stop``/schedulers,
+and a closed terminal."""
+
+
+class StopSignals:
+    """Within ``with``: the first SIGINT, SIGTERM or SIGHUP only sets :attr:`raised` to the
+    signal's name (the loop finishes its step and stops cleanly); a second one raises
+    KeyboardInterrupt, unless :meth:`finishing` was called (the run is writing its last
+    files and nothing may cut that short). Outside the main thread it does nothing."""
 
     def __init__(self) -> None:
-        self.raised = False
-        self._previous = None
+        self.raised: str | None = None
+        self._finishing = False
+        self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.raised:
+        if self.raised and not self._finishing:
             raise KeyboardInterrupt
-        self.raised = True
+        self.raised = self.raised or signal.Signals(signum).name
 
-    def __enter__(self) -> SigintFlag:
+    def finishing(self) -> None:
+        """From now on signals are only recorded (the run's last files are being written)."""
+        self._finishing = True
+
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for name in STOP_SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()
+
+
+def signal_exit_code(name: str | None) -> int:
+    """The exit code of a run interrupted by the signal ``name``: 128 + its number, as a
+    shell reports a process a signal stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
+    return 128 + int(getattr(signal, name or "SIGINT", signal.SIGINT))

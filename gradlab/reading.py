@@ -9,6 +9,7 @@ import json
 import math
 import os
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from gradlab.identity import experiment_key, resolved_from_meta
 from gradlab.runlog import (
     CONFIG_FILE,
     EVALS_FILE,
+    STALE_SECONDS,
     STEPS_FILE,
     SUMMARY_FILE,
     read_config,
@@ -148,14 +150,63 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def run_status(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    """The summary's status; a ``running`` run whose process is gone (on this host) is
-    ``crashed``: it was killed before it could write its summary."""
+def run_status(summary: dict[str, Any], meta: dict[str, Any], path: Path | None = None) -> str:
+    """The summary's status, except for a ``running`` run that is dead: ``crashed`` (killed
+    before it could write its summary). A running run touches its summary.json every
+    :data:`~gradlab.runlog.HEARTBEAT_SECONDS`; untouched for
+    :data:`~gradlab.runlog.STALE_SECONDS` it is dead, whatever host reads it. On the host
+    that ran it, a process that is gone is dead at once."""
     status = str(summary.get("status", "unknown"))
+    if status != "running":
+        return status
     pid = summary.get("pid")
-    if status == "running" and isinstance(pid, int) and meta.get("host") == socket.gethostname():
-        return "running" if _process_alive(pid) else "crashed"
+    if (
+        isinstance(pid, int)
+        and meta.get("host") == socket.gethostname()
+        and not _process_alive(pid)
+    ):
+        return "crashed"
+    if path is not None:
+        try:
+            age = time.time() - (path / SUMMARY_FILE).stat().st_mtime
+        except OSError:
+            return status
+        if age > STALE_SECONDS:
+            return "crashed"
     return status
+
+
+def figures_from_logs(path: Path) -> dict[str, float]:
+    """The summary's figures, recomputed from a run's steps.csv and evals.csv: what a run
+    that died without writing its summary (or one still running) has logged so far."""
+    figures: dict[str, float] = {}
+    try:
+        steps = load_steps(path)
+    except RunFolderError:
+        steps = pd.DataFrame()
+    if len(steps) and "loss" in steps:
+        figures["steps"] = float(steps["step"].iloc[-1])
+        figures["final_train_loss"] = float(steps["loss"].tail(20).mean())
+        taken = steps[steps["skipped"] == 0] if "skipped" in steps else steps
+        if "grad_norm" in taken and taken["grad_norm"].notna().any():
+            figures["grad_norm_mean"] = float(taken["grad_norm"].mean())
+            figures["grad_norm_max"] = float(taken["grad_norm"].max())
+        changed = [c for c in steps.columns if c.startswith("edit") and c.endswith(".changed")]
+        figures["edit_changed_frac"] = (
+            float((steps[changed].fillna(0) > 0).any(axis=1).mean()) if changed else 0.0
+        )
+        if "elapsed_s" in steps and steps["elapsed_s"].iloc[-1] > 0:
+            figures["steps_per_second"] = float(
+                steps["step"].iloc[-1] / steps["elapsed_s"].iloc[-1]
+            )
+    try:
+        evals = load_evals(path)
+    except RunFolderError:
+        evals = pd.DataFrame()
+    if len(evals) and "test_accuracy" in evals:
+        figures["final_test_accuracy"] = float(evals["test_accuracy"].iloc[-1])
+        figures["best_test_accuracy"] = float(evals["test_accuracy"].max())
+    return figures
 
 
 def read_run(path: Path) -> dict[str, Any]:
@@ -175,6 +226,9 @@ def read_run(path: Path) -> dict[str, Any]:
         or (config.get("data") or {}).get("name"),
         "seed": config.get("seed"),
     }
+    status = run_status(summary, meta, path)
+    if status in ("running", "crashed") and not isinstance(summary.get("steps"), (int, float)):
+        summary = {**figures_from_logs(path), **summary}
     alerts = summary.get("alerts")
     if isinstance(alerts, dict):  # counts per kind; the table shows their total
         summary = {**summary, "alerts": sum(alerts.values())}
@@ -182,7 +236,7 @@ def read_run(path: Path) -> dict[str, Any]:
     for metric in METRICS:
         value = summary.get(metric)
         row[metric] = float(value) if isinstance(value, (int, float)) else math.nan
-    row[STATUS] = run_status(summary, meta)
+    row[STATUS] = status
     row["path"] = str(path)
     resolved = resolved_from_meta(meta)
     row["group"] = experiment_key(config, resolved)

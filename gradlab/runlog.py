@@ -67,10 +67,59 @@ def create_run_folder(runs_dir: str | Path, name: str) -> Path:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically: a temporary file of this writer's own (so concurrent writers
+    never rename each other's halves), flushed to disk, then renamed over ``path``. Readers
+    see the old file or the new one, never half of one.
+
+    Raises:
+        OSError: the file cannot be written (the temporary file is removed).
+    """
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+HEARTBEAT_SECONDS = 10.0
+"""How often a training run touches its summary.json while it runs."""
+STALE_SECONDS = 120.0
+"""A ``running`` summary.json untouched for this long belongs to a dead run (``crashed``),
+from any host; clocks are assumed to agree to within a minute."""
+
+
+class Heartbeat:
+    """Touches a file every :data:`HEARTBEAT_SECONDS` from a daemon thread while a run
+    trains, so that a reader anywhere can tell a live run from a killed one by its
+    modification time (the thread dies with the process)."""
+
+    def __init__(self, path: Path, every: float = HEARTBEAT_SECONDS) -> None:
+        import threading
+
+        self.path = path
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="gradlab-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass  # a full or vanished disk: the run's own writes will say so
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
 
 
 def format_value(value: Any) -> str:
@@ -111,8 +160,13 @@ class CsvLog:
         return ",".join("{}" if c in integer_columns else "{:.7g}" for c in self.columns) + "\n"
 
     def close(self) -> None:
+        """Close the file; data a full disk would not take is dropped (the run's summary
+        already says why it failed)."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
 
 
 class RunWriter:
@@ -133,8 +187,11 @@ class RunWriter:
         config_yaml: str,
         meta: dict[str, Any],
         step_columns: list[str],
+        folder: Path | None = None,
     ) -> RunWriter:
-        path = create_run_folder(runs_dir, name)
+        """Claim a new run folder (or take ``folder``, an empty one already claimed, as a
+        sweep does so that it knows every run's folder) and write its first files."""
+        path = folder if folder is not None else create_run_folder(runs_dir, name)
         (path / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
         writer = cls(path, step_columns)
         writer.write_meta(meta)

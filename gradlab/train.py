@@ -25,7 +25,7 @@ from gradlab.editing import EditPipeline
 from gradlab.editing.base import global_norm
 from gradlab.engines import make_engine, resolve_engine
 from gradlab.environment import (
-    SigintFlag,
+    StopSignals,
     describe_environment,
     now_iso,
     resolve_amp,
@@ -35,7 +35,7 @@ from gradlab.environment import (
 from gradlab.errors import ConfigError
 from gradlab.model import TwoLayerNet
 from gradlab.optim import SGD
-from gradlab.runlog import ALERTS_FILE, GRADS_FILE, RunWriter
+from gradlab.runlog import ALERTS_FILE, GRADS_FILE, SUMMARY_FILE, Heartbeat, RunWriter
 from gradlab.steplog import StepLog, metric_columns, step_columns
 
 
@@ -124,6 +124,7 @@ def train(
     on_alert: Callable[[Alert], None] | None = None,
     command: list[str] | None = None,
     data: Dataset | None = None,
+    run_folder: Path | None = None,
 ) -> RunResult:
     """Train ``config`` and write its run folder under ``runs_dir``.
 
@@ -138,6 +139,13 @@ def train(
             starts (they are also written to alerts.csv and counted in summary.json).
         command: the command line to record in meta.json.
         data: an already loaded dataset on the right device (skips loading).
+        run_folder: an empty folder already claimed for this run (a sweep's); default: a new
+            one under ``runs_dir``.
+
+    SIGINT, SIGTERM and SIGHUP end the run like Ctrl-C: the step finishes, the logs are
+    flushed, the model is evaluated and the summary says ``interrupted`` with the signal's
+    name in ``signal``; a second signal during the loop stops it at once (still with a
+    summary). An exception, a write error included, ends the run as ``failed``.
 
     Returns:
         The run folder, its summary (``status`` is completed, interrupted, failed or
@@ -188,7 +196,15 @@ def train(
         total_steps=total_steps,
     )
     columns = step_columns(metrics, pipeline.columns)
-    run = RunWriter.create(runs_dir, config.name, config.to_yaml(), meta, columns)
+    stop = StopSignals().__enter__()  # from here a signal ends the run cleanly
+    try:
+        run = RunWriter.create(
+            runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder
+        )
+    except BaseException:
+        stop.__exit__()
+        raise
+    heartbeat = Heartbeat(run.path / SUMMARY_FILE).__enter__()
 
     # ---- per-step metrics, buffered on the device; gradient health every few steps
     skip_nonfinite = config.train.on_nonfinite == "skip"
@@ -233,80 +249,86 @@ def train(
         evals.append((step, loss, accuracy))
         run.evals.append([[step, epoch, loss, accuracy, steplog.elapsed()]])
 
-    # ---- the loop
+    # ---- the loop; every way out of it still ends in a truthful summary
     status, error, step, epoch = "completed", None, 0, 0
-    sigint = SigintFlag()
     try:
-        with sigint:
-            while step < total_steps and status == "completed":
-                epoch += 1
-                for idx in batch_order(n_train, opt.batch_size, data_order, device):
-                    step += 1
-                    lr = learning_rate(opt, step, total_steps)
-                    optimizer.lr = lr
-                    xb = data.train_x.index_select(0, idx)
-                    yb = data.train_y.index_select(0, idx)
+        while step < total_steps and status == "completed":
+            epoch += 1
+            for idx in batch_order(n_train, opt.batch_size, data_order, device):
+                step += 1
+                lr = learning_rate(opt, step, total_steps)
+                optimizer.lr = lr
+                xb = data.train_x.index_select(0, idx)
+                yb = data.train_y.index_select(0, idx)
 
-                    loss, logits = engine.step(xb, yb)  # forward, loss, (scaled) backward
-                    scaler.unscale_(optimizer)  # norms and edits see the true gradients
-                    grads = {name: weights[name].grad for name in names}
-                    if full_log or use_scaler:
-                        param_norms = torch._foreach_norm(list(grads.values()))
-                        grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
-                    if diagnostics is not None and diagnostics.due(step):
-                        diagnostics.record(step, grads, weights, lr)  # before the edits
+                loss, logits = engine.step(xb, yb)  # forward, loss, (scaled) backward
+                scaler.unscale_(optimizer)  # norms and edits see the true gradients
+                grads = {name: weights[name].grad for name in names}
+                if full_log or use_scaler:
+                    param_norms = torch._foreach_norm(list(grads.values()))
+                    grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
+                if diagnostics is not None and diagnostics.due(step):
+                    diagnostics.record(step, grads, weights, lr)  # before the edits
 
-                    # on_nonfinite: skip reads the loss on the host: one sync per step
-                    if skip_nonfinite and not finite_step(
-                        loss, grad_norm if full_log else None, use_scaler
-                    ):
-                        consecutive_skips += 1
-                        nonfinite_skips += 1
-                        edit_stats = pipeline.idle_stats()
-                        grad_norm_after = grad_norm if full_log else None
-                        scaler.update()  # no step: the parameters stay as they were
-                    else:
-                        consecutive_skips = 0
-                        known = dict(zip(names, param_norms, strict=True)) if full_log else None
-                        edit_stats = pipeline.apply(grads, weights, step, known)  # the edit
-                        if full_log:
-                            grad_norm_after = (
-                                global_norm(list(grads.values())) if len(pipeline) else grad_norm
-                            )
-                        # skipped by the scaler when a gradient overflowed; frozen ones sit out
-                        scaler.step(optimizer, frozen=pipeline.frozen_at(step))
-                        scaler.update()
-
+                # on_nonfinite: skip reads the loss on the host: one sync per step
+                if skip_nonfinite and not finite_step(
+                    loss, grad_norm if full_log else None, use_scaler
+                ):
+                    consecutive_skips += 1
+                    nonfinite_skips += 1
+                    edit_stats = pipeline.idle_stats()
+                    grad_norm_after = grad_norm if full_log else None
+                    scaler.update()  # no step: the parameters stay as they were
+                else:
+                    consecutive_skips = 0
+                    known = dict(zip(names, param_norms, strict=True)) if full_log else None
+                    edit_stats = pipeline.apply(grads, weights, step, known)  # the edit
                     if full_log:
-                        correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
-                        values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
-                    else:
-                        values = [loss, grad_norm] if use_scaler else [loss]
-                    steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
-                    if steplog.diverged_step is not None or consecutive_skips >= max_skips:
-                        status = "diverged"
-                    if status == "completed" and (
-                        (eval_every and step % eval_every == 0)
-                        or (not eval_every and step % steps_per_epoch == 0 and step < total_steps)
-                    ):
-                        run_eval(step, epoch)
-                    if sigint.raised:
-                        status = "interrupted"
-                    if step >= total_steps or status != "completed":
-                        break
+                        grad_norm_after = (
+                            global_norm(list(grads.values())) if len(pipeline) else grad_norm
+                        )
+                    # skipped by the scaler when a gradient overflowed; frozen ones sit out
+                    scaler.step(optimizer, frozen=pipeline.frozen_at(step))
+                    scaler.update()
+
+                if full_log:
+                    correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
+                    values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
+                else:
+                    values = [loss, grad_norm] if use_scaler else [loss]
+                steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
+                if steplog.diverged_step is not None or consecutive_skips >= max_skips:
+                    status = "diverged"
+                if status == "completed" and (
+                    (eval_every and step % eval_every == 0)
+                    or (not eval_every and step % steps_per_epoch == 0 and step < total_steps)
+                ):
+                    run_eval(step, epoch)
+                if stop.raised:
+                    status = "interrupted"
+                if step >= total_steps or status != "completed":
+                    break
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as exc:  # a bug or an environment failure: record it with the run
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        import traceback
+        status, error = "failed", _describe_failure(exc, run.path)
 
-        (run.path / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
-    finally:
+    # ---- after the loop: signals are only recorded from here on, so nothing cuts this short
+    stop.finishing()
+    try:
         steplog.flush()
+    except Exception as exc:  # noqa: BLE001 - a full disk: the run failed, say why
+        if status != "failed":
+            status, error = "failed", _describe_failure(exc, run.path)
     if status == "completed" and steplog.diverged_step is not None:
         status = "diverged"
     if status in ("completed", "interrupted") and step > 0 and (not evals or evals[-1][0] != step):
-        run_eval(step, epoch)
+        try:
+            run_eval(step, epoch)
+        except Exception as exc:  # noqa: BLE001 - out of memory, a full disk
+            status, error = "failed", _describe_failure(exc, run.path)
+    if status == "completed" and stop.raised:
+        status = "interrupted"  # the signal came after the last step
     wall = steplog.elapsed()
 
     summary: dict[str, Any] = {
@@ -324,12 +346,32 @@ def train(
     }
     if status == "diverged":
         summary["diverged_step"] = steplog.diverged_step or step
+    if status == "interrupted":
+        summary["signal"] = stop.raised or "SIGINT"
     if error:
         summary["error"] = error
-    run.write_meta({"ended": now_iso()})
-    run.write_summary(summary)
-    run.close()
+    try:
+        run.write_meta({"ended": now_iso()})
+        run.write_summary(summary)
+    except OSError as exc:  # nothing more can be written: the caller still learns why
+        summary.update(status="failed", error=f"cannot write the run folder: {exc}")
+    finally:
+        run.close()
+        heartbeat.__exit__()
+        stop.__exit__()
     return RunResult(path=run.path, summary=summary, model=model)
+
+
+def _describe_failure(exc: BaseException, folder: Path) -> str:
+    """The one-line error of a failed run; the traceback goes to traceback.txt if anything
+    can still be written there."""
+    import traceback
+
+    try:
+        (folder / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        pass
+    return f"{type(exc).__name__}: {exc}"
 
 
 def finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, use_scaler: bool) -> bool:
