@@ -454,12 +454,17 @@ def sweep(
     rerun: Annotated[
         bool, typer.Option("--rerun", help="Train again runs that are already completed.")
     ] = False,
+    max_runs: Annotated[
+        int,
+        typer.Option("--max-runs", min=1, help="Refuse sweeps that expand to more runs than this."),
+    ] = 10_000,
 ) -> None:
     """Run a grid of experiments in parallel and print the grouped comparison.
 
     The sweep folder is [bold]<runs-dir>/<sweep name>/[/]: its run folders and sweep.json.
-    Running a sweep again skips runs already completed (same resolved config). Exit codes:
-    0 all done, 1 some run failed, 2 bad input, 130 interrupted.
+    Running a sweep again skips runs already completed (same experiment and seed). Exit
+    codes: 0 all done, 1 some run failed, 2 bad input (or the sweep is already running);
+    interrupted: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP).
     """
     import os
 
@@ -475,18 +480,24 @@ def sweep(
 
             if importlib.util.find_spec("ray") is None:
                 raise GradlabError("--executor ray needs Ray: pip install 'gradlab[ray]'")
-        spec = load_sweep(sweep_file)
+        spec = load_sweep(sweep_file, max_runs=max_runs)
         if dry_run:
             typer.echo(describe(spec), nl=False)
             typer.echo(f"# {len(spec.runs)} runs -> {runs_dir / spec.name}/", err=True)
             raise typer.Exit(0)
-        progress = render.SweepProgress(len(spec.runs))
-        interrupted = False
         import signal
 
-        previous = signal.signal(
-            signal.SIGINT, signal.default_int_handler
-        )  # even if inherited ignored
+        progress = render.SweepProgress(len(spec.runs))
+        stopped_by: list[str] = []
+
+        def stop(signum, frame) -> None:  # SIGTERM, SIGHUP: end the sweep like Ctrl-C
+            if not stopped_by:
+                stopped_by.append(signal.Signals(signum).name)
+                raise KeyboardInterrupt
+
+        handlers = {signal.SIGINT: signal.default_int_handler}  # even if inherited ignored
+        handlers.update({s: stop for s in (signal.SIGTERM, signal.SIGHUP)})
+        previous = {s: signal.signal(s, h) for s, h in handlers.items()}
         try:
             with progress:
                 folder = execute(
@@ -499,9 +510,13 @@ def sweep(
                     on_event=progress,
                 )
         except KeyboardInterrupt:
-            interrupted, folder = True, runs_dir / spec.name
+            stopped_by.append("SIGINT")
+            folder = runs_dir / spec.name
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
+    if spec.write_error:
+        render.print_warning(spec.write_error)
     counts: dict[str, int] = {}
     for run in spec.runs:
         counts[run.status] = counts.get(run.status, 0) + 1
@@ -511,7 +526,11 @@ def sweep(
         with user_errors():
             _print_comparison([folder])
     failed = any(r.status not in ("done", "skipped", "interrupted") for r in spec.runs)
-    raise typer.Exit(130 if interrupted else 1 if failed else 0)
+    if stopped_by:
+        from gradlab.environment import signal_exit_code
+
+        raise typer.Exit(signal_exit_code(stopped_by[0]))
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

@@ -7,6 +7,8 @@ and end through callbacks so the sweep can show progress and keep ``sweep.json``
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +23,12 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- one run
 
 
-def run_one(config: dict[str, Any], sweep_dir: str, threads: int | None = None) -> dict[str, Any]:
-    """Train one run of a sweep (in a worker process or a Ray task).
+def run_one(
+    config: dict[str, Any], sweep_dir: str, threads: int | None = None, folder: str | None = None
+) -> dict[str, Any]:
+    """Train one run of a sweep (in a worker process or a Ray task) into ``folder``, an
+    empty run folder the sweep claimed for it (so that it knows the folder even if this
+    process dies).
 
     Never raises for a failing run: a problem found before training (missing data, no such
     device) still gets a run folder whose summary says failed, with the error.
@@ -34,51 +40,155 @@ def run_one(config: dict[str, Any], sweep_dir: str, threads: int | None = None) 
     if threads:
         torch.set_num_threads(threads)
     cfg = config_from_dict(config)
+    run_folder = Path(folder) if folder else None
     try:
-        result = train(cfg, sweep_dir)
+        result = train(cfg, sweep_dir, run_folder=run_folder)
         return {
             "status": result.summary["status"],
             "folder": result.path.name,
             "error": result.summary.get("error"),
         }
     except GradlabError as exc:
-        return _record_setup_failure(cfg, sweep_dir, str(exc))
+        return record_failure(cfg, sweep_dir, str(exc), run_folder)
     except Exception as exc:  # noqa: BLE001 - a bug: still recorded, the others go on
-        return _record_setup_failure(cfg, sweep_dir, f"{type(exc).__name__}: {exc}")
+        return record_failure(cfg, sweep_dir, f"{type(exc).__name__}: {exc}", run_folder)
 
 
-def _record_setup_failure(cfg: Config, sweep_dir: str, error: str) -> dict[str, Any]:
-    from gradlab.runlog import RunWriter
+def record_failure(
+    cfg: Config, sweep_dir: str | Path, error: str, folder: Path | None = None
+) -> dict[str, Any]:
+    """Make ``folder`` (or a new run folder) say that its run failed with ``error``: its
+    config and a minimal meta.json when the run never wrote them, and a failed summary
+    unless the run already ended with a summary of its own (which then stands)."""
+    from gradlab.runlog import (
+        CONFIG_FILE,
+        SUMMARY_FILE,
+        RunWriter,
+        create_run_folder,
+        read_summary,
+        write_json,
+    )
     from gradlab.train import resolved_setup
 
-    setup = resolved_setup(cfg)
-    meta = {
-        "experiment_hash": cfg.experiment_hash(setup),
-        "seed": cfg.seed,
-        "device": setup["device"],
-        "amp": {"dtype": setup["amp"], "grad_scaler": setup["grad_scaler"]},
-        "engine": setup["engine"],
-    }
-    run = RunWriter.create(sweep_dir, cfg.name, cfg.to_yaml(), meta, ["step"])
-    run.write_summary({"status": "failed", "steps": 0, "error": error})
-    run.close()
-    return {"status": "failed", "folder": run.path.name, "error": error}
+    folder = folder if folder is not None else create_run_folder(sweep_dir, cfg.name)
+    if not (folder / CONFIG_FILE).exists():
+        setup = resolved_setup(cfg)
+        meta = {
+            "experiment_hash": cfg.experiment_hash(setup),
+            "seed": cfg.seed,
+            "device": setup["device"],
+            "amp": {"dtype": setup["amp"], "grad_scaler": setup["grad_scaler"]},
+            "engine": setup["engine"],
+        }
+        RunWriter.create(sweep_dir, cfg.name, cfg.to_yaml(), meta, ["step"], folder=folder).close()
+    try:
+        status = read_summary(folder).get("status")
+    except GradlabError:
+        status = None
+    if status in (None, "running"):
+        write_json(folder / SUMMARY_FILE, {"status": "failed", "steps": 0, "error": error})
+        return {"status": "failed", "folder": folder.name, "error": error}
+    return {"status": status, "folder": folder.name, "error": None}
 
 
-# --------------------------------------------------------------------------- executors
+def _claim_folder(sweep_dir: Path, run: PlannedRun) -> Path:
+    from gradlab.runlog import create_run_folder
+
+    folder = create_run_folder(sweep_dir, run.name)
+    run.folder = folder.name
+    return folder
+
+
+def _record(run: PlannedRun, result: dict[str, Any], on_done: Event) -> None:
+    run.status = "done" if result["status"] == "completed" else result["status"]
+    run.folder, run.error = result.get("folder") or run.folder, result.get("error")
+    on_done(run)
+
+
+def _died(run: PlannedRun, sweep_dir: Path, why: str) -> dict[str, Any]:
+    """The result of a run whose process died: its folder says failed (unless the run had
+    already written a final summary)."""
+    cfg = config_from_dict(run.config)
+    folder = sweep_dir / run.folder if run.folder else None
+    return record_failure(cfg, sweep_dir, why, folder)
+
+
+# --------------------------------------------------------------------------- local workers
 
 Event = Callable[["PlannedRun"], None]
 
 
-def _worker_init(threads: int) -> None:
-    """Each worker gets its share of the cores, and ignores Ctrl-C between runs (during a
-    run, training's own handler finishes the step and ends the run as interrupted)."""
+def _worker_main(conn, threads: int, parent: int) -> None:
+    """A worker process: runs one run at a time for the sweep, until told to stop.
+
+    It ignores Ctrl-C between runs (during a run, training's own handler finishes the
+    step and ends the run as interrupted), and stops its run and exits when the sweep
+    process is gone, so that no worker outlives its sweep.
+    """
     import signal
+    import threading
+    import time
 
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+
+    def orphan_watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:  # re-parented: the sweep died without telling us
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+                os._exit(1)
+
+    threading.Thread(target=orphan_watch, daemon=True).start()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        result = run_one(*task)
+        try:
+            conn.send(result)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _Worker:
+    """One worker process and the pipe to it."""
+
+    def __init__(self, context, threads: int) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main, args=(child, threads, os.getpid()), daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def describe_death(self) -> str:
+        import signal
+
+        self.process.join(timeout=1)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        return f"the worker process died ({how}) while training this run"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+        self.conn.close()
 
 
 def run_local(
@@ -86,58 +196,93 @@ def run_local(
 ) -> None:
     """Run ``runs`` in ``jobs`` worker processes (spawned, each with cores / jobs threads).
 
-    Ctrl-C: nothing new starts; running runs finish their step and end as interrupted.
+    A worker that dies (killed, out of memory, a crash in native code) fails only its own
+    run, whose folder says so, and is replaced; the others go on. Ctrl-C (or a
+    KeyboardInterrupt raised by a SIGTERM handler): nothing new starts; running runs finish
+    their step and end as interrupted; then every worker is stopped.
     """
-    import concurrent.futures as cf
     import multiprocessing
+    from multiprocessing.connection import wait
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     queue = list(runs)
-    active: dict[cf.Future, PlannedRun] = {}
-    with cf.ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    ) as pool:
+    idle: list[_Worker] = []
+    busy: dict[_Worker, PlannedRun] = {}
+
+    def collect(timeout: float) -> None:
+        ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        for worker, run in list(busy.items()):
+            if worker.conn not in ready and worker.process.sentinel not in ready:
+                continue
+            try:
+                result = worker.conn.recv() if worker.conn.poll() else None
+            except (EOFError, OSError):
+                result = None
+            del busy[worker]
+            if result is None:  # the process died: only its run fails
+                result = _died(run, sweep_dir, worker.describe_death())
+                worker.stop(timeout=0)
+            else:
+                idle.append(worker)
+            _record(run, result, on_done)
+
+    try:
+        while queue or busy:
+            while queue and len(busy) < jobs:
+                run = queue.pop(0)
+                worker = idle.pop() if idle else _Worker(context, threads)
+                folder = _claim_folder(sweep_dir, run)
+                worker.conn.send((run.config, str(sweep_dir), threads, str(folder)))
+                busy[worker] = run
+                on_start(run)
+            collect(timeout=0.5)
+    except KeyboardInterrupt:
+        for run in queue:
+            run.status, run.error = "interrupted", "not started: the sweep was interrupted"
+        deadline = time.monotonic() + 120
+        _signal_workers(busy, signal.SIGINT)  # the running runs finish their step and stop
+        while busy and time.monotonic() < deadline:
+            try:
+                collect(timeout=1.0)
+            except KeyboardInterrupt:
+                continue
+        for worker, run in list(busy.items()):  # did not stop in time: killed
+            worker.process.kill()
+            _record(
+                run,
+                _died(run, sweep_dir, "killed: did not stop after the sweep was interrupted"),
+                on_done,
+            )
+        busy.clear()
+        raise
+    finally:
+        for worker in [*idle, *busy]:
+            worker.stop()
+
+
+def _signal_workers(busy: dict[_Worker, PlannedRun], number: int) -> None:
+    for worker in busy:
         try:
-            while queue or active:
-                while queue and len(active) < jobs:  # never more queued than can run
-                    run = queue.pop(0)
-                    active[pool.submit(run_one, run.config, str(sweep_dir))] = run
-                    on_start(run)
-                finished, _ = cf.wait(active, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    _finish(active.pop(future), future, on_done)
-        except KeyboardInterrupt:
-            for run in queue:
-                run.status, run.error = "interrupted", "not started: the sweep was interrupted"
-            while active:  # ask the workers to stop their runs until they have
-                _interrupt_workers(pool)
-                finished, _ = cf.wait(active, timeout=1.0)
-                for future in finished:
-                    _finish(active.pop(future), future, on_done)
-            raise
-
-
-def _interrupt_workers(pool) -> None:
-    """SIGINT to every worker: a running run finishes its step and ends as interrupted
-    (workers ignore it between runs). Needed when only this process got the Ctrl-C."""
-    import signal
-
-    for process in list(getattr(pool, "_processes", {}).values()):
-        try:
-            os.kill(process.pid, signal.SIGINT)
-        except (ProcessLookupError, AttributeError, TypeError):
+            os.kill(worker.process.pid, number)
+        except (ProcessLookupError, TypeError):
             pass
 
 
-def _finish(run: PlannedRun, future, on_done: Event) -> None:
+def _mark_interrupted(folder: Path) -> None:
+    """A run cancelled before it could write its own summary: interrupted, not failed."""
+    from gradlab.runlog import SUMMARY_FILE, read_json, write_json
+
     try:
-        result = future.result()
-    except Exception as exc:  # noqa: BLE001 - a worker that died: record it, go on
-        result = {"status": "failed", "folder": None, "error": f"{type(exc).__name__}: {exc}"}
-    run.status = "done" if result["status"] == "completed" else result["status"]
-    run.folder, run.error = result["folder"], result.get("error")
-    on_done(run)
+        summary = read_json(folder / SUMMARY_FILE)
+    except GradlabError:
+        return
+    if summary.get("status") == "failed" and summary.get("steps") == 0:
+        summary.update(status="interrupted", error="cancelled: the sweep was interrupted")
+        write_json(folder / SUMMARY_FILE, summary)
+
+
+# --------------------------------------------------------------------------- Ray
 
 
 def run_ray(
@@ -162,9 +307,11 @@ def run_ray(
             num_cpus=jobs, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False
         )
     try:
-        task = ray.remote(num_cpus=1)(run_one)
-        refs = {task.remote(run.config, str(sweep_dir), 1): run for run in runs}
+        task = ray.remote(num_cpus=1, max_retries=0)(run_one)
+        refs = {}
         for run in runs:
+            folder = _claim_folder(sweep_dir, run)
+            refs[task.remote(run.config, str(sweep_dir), 1, str(folder))] = run
             on_start(run)
         pending = list(refs)
         try:
@@ -174,22 +321,22 @@ def run_ray(
                     run = refs[ref]
                     try:
                         result = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - a task that died: record it
-                        result = {
-                            "status": "failed",
-                            "folder": None,
-                            "error": f"{type(exc).__name__}: {exc}",
-                        }
-                    run.status = "done" if result["status"] == "completed" else result["status"]
-                    run.folder, run.error = result["folder"], result.get("error")
-                    on_done(run)
+                    except Exception as exc:  # noqa: BLE001 - a task or worker that died
+                        why = f"the Ray task died ({type(exc).__name__}: {str(exc)[:300]})"
+                        result = _died(run, sweep_dir, why)
+                    _record(run, result, on_done)
         except KeyboardInterrupt:
-            for ref in pending:
+            for ref in pending:  # a running task gets KeyboardInterrupt: it ends interrupted
                 ray.cancel(ref)
-                refs[ref].status, refs[ref].error = (
-                    "interrupted",
-                    "cancelled: the sweep was interrupted",
-                )
+            for ref in pending:
+                run = refs[ref]
+                try:
+                    result = ray.get(ref, timeout=60)
+                except Exception:  # noqa: BLE001 - cancelled before it started, or gone
+                    result = _died(run, sweep_dir, "cancelled: the sweep was interrupted")
+                    result["status"] = "interrupted"
+                    _mark_interrupted(sweep_dir / run.folder)
+                _record(run, result, on_done)
             raise
     finally:
         if not address:

@@ -260,6 +260,7 @@ class SweepProgress:
             console=err_console,
         )
         self._task = self._progress.add_task("sweep", total=total, counts=self._text())
+        self._started = False
 
     def _text(self) -> str:
         c = self.counts
@@ -267,13 +268,16 @@ class SweepProgress:
         return f"{c['done']} done · {c['running']} running · {failed} · {c['skipped']} skipped"
 
     def __enter__(self) -> SweepProgress:
-        self._progress.start()
-        return self
+        return self  # the bar appears with the first event, once the sweep has started
 
     def __exit__(self, *exc: Any) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def __call__(self, kind: str, run: Any) -> None:
+        if not self._started:
+            self._progress.start()
+            self._started = True
         if kind == "skip":  # already completed: not part of the bar
             self.counts["skipped"] += 1
             total = self._progress.tasks[0].total or 0

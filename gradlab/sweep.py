@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import Config, config_from_dict, read_yaml_mapping, set_by_path
+from gradlab.config import (
+    _NAME_PATTERN,
+    Config,
+    _show,
+    config_from_dict,
+    read_yaml_mapping,
+    set_by_path,
+)
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.executors import Event, run_local, run_ray
 from gradlab.identity import run_experiment_key
@@ -36,6 +44,7 @@ from gradlab.runlog import read_config, read_meta, read_summary, write_json
 
 SWEEP_KEYS = ("name", "base", "set", "list", "grid", "seeds")
 SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -52,7 +61,7 @@ class PlannedRun:
     overrides: dict[str, Any]
     config: dict[str, Any]  # resolved (plain data)
     hash: str
-    status: str = "pending"  # pending, done, failed, diverged, skipped, interrupted
+    status: str = "pending"  # pending, running, done, failed, diverged, skipped, interrupted
     folder: str | None = None  # the run folder's name, inside the sweep folder
     error: str | None = None
 
@@ -62,6 +71,7 @@ class Sweep:
     name: str
     source: str
     runs: list[PlannedRun] = field(default_factory=list)
+    write_error: str | None = None  # the last failure to write sweep.json, if any
 
     def record(self) -> dict[str, Any]:
         return {
@@ -74,12 +84,19 @@ class Sweep:
 # --------------------------------------------------------------------------- expansion
 
 
-def load_sweep(path: str | Path) -> Sweep:
+MAX_RUNS = 10_000
+"""The most runs a sweep may expand to unless ``--max-runs`` raises it (counted before
+anything is expanded)."""
+
+
+def load_sweep(path: str | Path, max_runs: int = MAX_RUNS) -> Sweep:
     """Read and expand a sweep file; every invalid expansion is reported at once.
 
     Raises:
-        ConfigError: the file is malformed, or some expanded runs do not validate (one
-            line per run, all of them).
+        ConfigError: the file is malformed, its name is not a valid folder name, it would
+            expand to more than ``max_runs`` runs, two of its runs are the same experiment
+            with the same seed, or some expanded runs do not validate (one line per run,
+            all of them).
     """
     path = Path(path)
     raw = read_yaml_mapping(path)
@@ -88,20 +105,30 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(
             f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(SWEEP_KEYS)}"
         )
-    name = str(raw.get("name") or path.stem)
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name) or len(name) > 100:
+        raise ConfigError(
+            f"{path}: name: {_show(name)} is not a valid sweep name; it must start with a "
+            "letter or digit and use only letters, digits, '.', '_', '-' (at most 100)"
+        )
     base = raw.get("base", {})
     if isinstance(base, str):
         base = read_yaml_mapping((path.parent / base).resolve())
     elif not isinstance(base, dict):
         raise ConfigError(f"{path}: base: expected a config file path or a mapping")
-    variants = _variants(path, raw)
     seeds = raw.get("seeds")
     if seeds is not None and (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and s >= 0 for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):
-        raise ConfigError(f"{path}: seeds: expected a list of whole numbers >= 0, got {seeds!r}")
+        raise ConfigError(
+            f"{path}: seeds: expected a list of whole numbers >= 0, got {_show(seeds)}"
+        )
+    if seeds is not None and len(set(seeds)) < len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ConfigError(f"{path}: seeds: {repeated} appear more than once; list each seed once")
+    variants = _variants(path, raw, max_runs, len(seeds or [None]))
 
     from gradlab.train import resolved_setup
 
@@ -132,11 +159,30 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(
             f"{path}: {len(problems)} of {len(problems) + len(sweep.runs)} runs are invalid:\n{shown}"
         )
+    _check_no_duplicates(path, sweep)
     return sweep
 
 
-def _variants(path: Path, raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """list entries x grid points, each as a flat mapping of dotted key -> value."""
+def _check_no_duplicates(path: Path, sweep: Sweep) -> None:
+    """Two runs of one sweep that are the same experiment with the same seed (entries that
+    differ only in name, or in keys that change nothing) would share one result."""
+    first: dict[tuple[str, int], PlannedRun] = {}
+    clashes = []
+    for run in sweep.runs:
+        twin = first.setdefault((run.hash, run.seed), run)
+        if twin is not run:
+            clashes.append(f"run {run.index} ({run.name}) = run {twin.index} ({twin.name})")
+    if clashes:
+        more = f"; and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise ConfigError(
+            f"{path}: {len(clashes)} runs repeat another run (the same experiment and seed, "
+            f"see 'What counts as the same experiment'): {'; '.join(clashes[:5])}{more}"
+        )
+
+
+def _variants(path: Path, raw: dict[str, Any], max_runs: int, n_seeds: int) -> list[dict[str, Any]]:
+    """list entries x grid points, each as a flat mapping of dotted key -> value; counted
+    before anything is built, so a grid that would be too large is refused at once."""
     common = raw.get("set") or {}
     entries = raw.get("list") or [{}]
     grid = raw.get("grid") or {}
@@ -151,6 +197,13 @@ def _variants(path: Path, raw: dict[str, Any]) -> list[dict[str, Any]]:
             raise ConfigError(
                 f"{path}: grid.{key}: expected a non-empty list of values, got {values!r}"
             )
+    count = len(entries) * math.prod(len(v) for v in grid.values())
+    if count * n_seeds > max_runs:
+        raise ConfigError(
+            f"{path}: the sweep expands to {count * n_seeds:,} runs ({count:,} variants x "
+            f"{n_seeds} seeds), more than the limit of {max_runs:,}; raise it with --max-runs "
+            "if you mean it"
+        )
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     return [{**common, **entry, **point} for entry in entries for point in points]
 
@@ -235,6 +288,53 @@ def execute(
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GradlabError(f"cannot create the sweep folder {sweep_dir}: {exc.strerror}") from None
+    lock = lock_sweep_folder(sweep_dir)
+    try:
+        return _execute(sweep, sweep_dir, executor, jobs, address, rerun, on_event)
+    finally:
+        lock.close()
+
+
+def lock_sweep_folder(sweep_dir: Path):
+    """Hold an exclusive lock on the sweep folder (released when the process ends, however
+    it ends): a second ``gradlab sweep`` of the same sweep stops with one line instead of
+    training the same runs twice.
+
+    Raises:
+        GradlabError: another process holds the lock.
+    """
+    path = sweep_dir / LOCK_FILE
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole sweep
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks on this system: no protection, nothing else changes
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise GradlabError(
+            f"another gradlab sweep is running in {sweep_dir} (pid {holder}); wait for it to "
+            "finish or stop it, then run this sweep again (completed runs are kept)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _execute(
+    sweep: Sweep,
+    sweep_dir: Path,
+    executor: str,
+    jobs: int | None,
+    address: str | None,
+    rerun: bool,
+    on_event: Callable[[str, PlannedRun], None] | None,
+) -> Path:
     jobs = jobs or os.cpu_count() or 1
     done = {} if rerun else completed_runs(sweep_dir)
     todo = []
@@ -253,12 +353,17 @@ def execute(
 
     def save() -> None:
         current = {**record, "runs": sweep.record()["runs"]}
-        write_json(sweep_dir / SWEEP_FILE, {**current, "history": history})
+        try:
+            write_json(sweep_dir / SWEEP_FILE, {**current, "history": history})
+            sweep.write_error = None
+        except OSError as exc:  # a full disk: the runs go on, the CLI says what was lost
+            sweep.write_error = f"cannot write {sweep_dir / SWEEP_FILE}: {exc.strerror or exc}"
 
     def notify(kind: str) -> Event:
         def event(run: PlannedRun) -> None:
-            if kind == "done":
-                save()
+            if kind == "start":
+                run.status = "running"
+            save()
             if on_event is not None:
                 on_event(kind, run)
 
@@ -277,8 +382,14 @@ def execute(
                 run_local(todo, sweep_dir, jobs, notify("start"), notify("done"))
     finally:
         for run in todo:
-            if run.status == "pending":
-                run.status, run.error = "interrupted", "not started: the sweep was interrupted"
+            if run.status in ("pending", "running"):
+                started = run.status == "running"
+                run.status = "interrupted"
+                run.error = run.error or (
+                    "the sweep was interrupted"
+                    if started
+                    else "not started: the sweep was interrupted"
+                )
         save()
     return sweep_dir
 

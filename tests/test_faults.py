@@ -128,3 +128,162 @@ def test_a_full_disk_ends_the_run_as_failed_with_the_error(tmp_path: Path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "File too large" in summary["error"]
     assert "OSError" in (run / "traceback.txt").read_text()
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` that are sweep workers (not multiprocessing's
+    resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        state = stat.rsplit(")", 1)[1].split()[0]
+        if ppid == pid and state != "Z" and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_sweep(tmp_path: Path, steps: int, seeds=(0, 1), jobs: int = 2) -> subprocess.Popen:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny(optim={"max_steps": steps, "batch_size": 10})))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": list(seeds)}))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradlab.cli",
+            "sweep",
+            str(path),
+            "--jobs",
+            str(jobs),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"),
+    )
+
+
+def wait_for_runs(tmp_path: Path, count: int, rows: int = 5, timeout: float = 90) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = [
+            p.parent
+            for p in (tmp_path / "runs" / "s").glob("s-*/steps.csv")
+            if len(p.read_text().splitlines()) > rows
+        ]
+        if len(started) >= count:
+            return sorted(started)
+        time.sleep(0.2)
+    raise AssertionError("the runs never started")
+
+
+def test_a_dying_worker_fails_only_its_own_run(tmp_path: Path):
+    proc = start_sweep(tmp_path, steps=6000)
+    try:
+        wait_for_runs(tmp_path, 2)
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)  # the OOM killer, a segfault
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    record = json.loads((tmp_path / "runs" / "s" / "sweep.json").read_text())
+    statuses = sorted(r["status"] for r in record["runs"])
+    assert statuses == ["done", "failed"]
+    failed = next(r for r in record["runs"] if r["status"] == "failed")
+    assert "killed by SIGKILL" in failed["error"]
+    summary = json.loads((tmp_path / "runs" / "s" / failed["folder"] / "summary.json").read_text())
+    assert summary["status"] == "failed" and "SIGKILL" in summary["error"]
+    assert b"1 done, 1 failed" in out and b"2 runs" in out  # the comparison is printed
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_to_the_sweep_stops_its_workers_and_records_the_truth(tmp_path, sig, code):
+    proc = start_sweep(tmp_path, steps=10_000_000, seeds=(0, 1, 2))
+    try:
+        wait_for_runs(tmp_path, 2)
+        workers = children(proc.pid)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    time.sleep(1)
+    assert not [w for w in workers if alive(w)], "a worker outlived the sweep"
+    record = json.loads((tmp_path / "runs" / "s" / "sweep.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["interrupted"] * 3
+    for run in record["runs"][:2]:
+        summary = json.loads((tmp_path / "runs" / "s" / run["folder"] / "summary.json").read_text())
+        assert summary["status"] == "interrupted"
+    assert record["runs"][2]["folder"] is None
+
+
+def test_workers_do_not_outlive_a_killed_sweep(tmp_path: Path):
+    proc = start_sweep(tmp_path, steps=10_000_000)
+    try:
+        folders = wait_for_runs(tmp_path, 2)
+        workers = children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        for w in children(proc.pid):
+            os.kill(w, signal.SIGKILL)
+    assert not [w for w in workers if alive(w)], "a worker outlived the sweep"
+    for folder in folders:  # each worker stopped its run cleanly before it left
+        assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_a_second_sweep_of_the_same_folder_stops_with_one_line(tmp_path: Path):
+    proc = start_sweep(tmp_path, steps=10_000_000, seeds=(0,), jobs=1)
+    try:
+        wait_for_runs(tmp_path, 1)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gradlab.cli",
+                "sweep",
+                str(tmp_path / "sweep.yaml"),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert second.returncode == 2
+    (line,) = second.stderr.decode().strip().splitlines()
+    assert (
+        line.startswith("error: another gradlab sweep is running in") and f"pid {proc.pid}" in line
+    )
+    assert len(list((tmp_path / "runs" / "s").glob("s-*"))) == 1  # nothing trained twice

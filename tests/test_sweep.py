@@ -278,3 +278,47 @@ def test_logging_settings_do_not_retrain_but_a_real_change_does(tmp_path):
     table = runner.invoke(app, ["compare", str(first), "--format", "json"])
     rows = json.loads(table.stdout)
     assert sorted(r["n"] for r in rows) == [1, 3]  # seeds 0-2 of the first experiment, one group
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"name": "../../x"}, "name: '../../x' is not a valid sweep name"),
+        ({"name": "/tmp/abs"}, "name: '/tmp/abs' is not a valid sweep name"),
+        ({"name": "a\0b"}, "is not a valid sweep name"),
+        ({"seeds": [0, 0, 1]}, "seeds: [0] appear more than once"),
+        ({"seeds": [True]}, "seeds: expected a list of whole numbers"),
+        (
+            {"list": [{"name": "a"}, {"name": "b"}], "seeds": [0, 1]},
+            "2 runs repeat another run (the same experiment and seed",
+        ),
+        (
+            {"grid": {"train.flush_every": [5, 7]}},
+            "1 runs repeat another run",
+        ),
+        (
+            {
+                "grid": {
+                    "optim.lr": [0.1] * 100,
+                    "optim.momentum": [0.0] * 100,
+                    "model.hidden": [8] * 100,
+                }
+            },
+            "the sweep expands to 1,000,000 runs (1,000,000 variants x 1 seeds), more than the limit of 10,000",
+        ),
+    ],
+)
+def test_hostile_sweeps_end_in_one_line_and_create_nothing(tmp_path, sweep, message):
+    path = write_sweep(tmp_path, **sweep)
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_max_runs_can_be_raised(tmp_path):
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.1, 0.2, 0.3]}, seeds=[0, 1])
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--max-runs", "5"])
+    assert result.exit_code == 2 and "6 runs (3 variants x 2 seeds)" in result.stderr
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--max-runs", "6"])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 6
