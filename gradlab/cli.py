@@ -339,13 +339,16 @@ def _write_atomically(path: Path, text: str) -> None:
 
     from gradlab.errors import GradlabError
 
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise GradlabError(f"--output {path}: cannot write ({exc.strerror})") from None
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise GradlabError(f"--output {path}: cannot write ({exc.strerror or exc})") from None
 
 
 @app.command()

@@ -19,15 +19,35 @@ def load_grads(run: str | Path) -> pd.DataFrame:
         if not Path(run).is_dir():
             raise CompareError(f"{run}: not a run folder")
         raise CompareError(f"{run}: no {GRADS_FILE} (the run had diagnostics.every: 0)")
-    return read_log(path, "weight_norm")
+    return _checked(read_log(path, "weight_norm"), path, ["step", "param", *STATS])
 
 
 def load_alerts(run: str | Path) -> pd.DataFrame:
     """``alerts.csv`` of a run (empty when none fired)."""
     path = Path(run) / ALERTS_FILE
     if not path.exists():
-        return pd.DataFrame(columns=["step", "alert", "param", "value", "threshold", "message"])
-    return read_log(path, "message")
+        return pd.DataFrame(columns=ALERT_COLUMNS)
+    return _checked(read_log(path, "message"), path, ALERT_COLUMNS, numeric=["step"])
+
+
+ALERT_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
+
+
+def _checked(
+    df: pd.DataFrame, path: Path, columns: list[str], numeric: list[str] | None = None
+) -> pd.DataFrame:
+    """``df`` with the expected ``columns`` (an error naming the missing ones) and its
+    numeric columns as numbers (a cell that is not one becomes NaN)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise CompareError(
+            f"{path}: unexpected columns (missing {', '.join(missing)}); was it written by gradlab?"
+        )
+    for column in numeric if numeric is not None else [c for c in columns if c != "param"]:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    if df["step"].isna().any():
+        df = df[df["step"].notna()].reset_index(drop=True)
+    return df
 
 
 def layer_table(grads: pd.DataFrame) -> pd.DataFrame:

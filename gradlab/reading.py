@@ -213,8 +213,15 @@ def read_run(path: Path) -> dict[str, Any]:
     """One row of :func:`load_runs` for the run folder ``path``.
 
     Raises:
-        RunFolderError: a file is missing or unreadable.
+        RunFolderError: a file is missing, unreadable, or holds values of the wrong type.
     """
+    try:
+        return _read_run(path)
+    except (TypeError, AttributeError, ValueError, KeyError) as exc:  # valid JSON, wrong types
+        raise RunFolderError(f"{path}: unexpected contents ({type(exc).__name__}: {exc})") from None
+
+
+def _read_run(path: Path) -> dict[str, Any]:
     config = read_config(path)
     meta = read_meta(path)
     summary = read_summary(path)
@@ -222,8 +229,7 @@ def read_run(path: Path) -> dict[str, Any]:
         "run": path.name,
         "name": config.get("name"),
         "edits": meta.get("edits", "?"),
-        "dataset": (meta.get("dataset") or {}).get("name")
-        or (config.get("data") or {}).get("name"),
+        "dataset": _name_of(meta.get("dataset")) or _name_of(config.get("data")),
         "seed": config.get("seed"),
     }
     status = run_status(summary, meta, path)
@@ -231,8 +237,14 @@ def read_run(path: Path) -> dict[str, Any]:
         summary = {**figures_from_logs(path), **summary}
     alerts = summary.get("alerts")
     if isinstance(alerts, dict):  # counts per kind; the table shows their total
-        summary = {**summary, "alerts": sum(alerts.values())}
-        row.update({f"alerts.{kind}": float(count) for kind, count in alerts.items()})
+        counts = {
+            str(kind): float(n)
+            if isinstance(n, (int, float)) and not isinstance(n, bool)
+            else math.nan
+            for kind, n in alerts.items()
+        }
+        summary = {**summary, "alerts": sum(counts.values())}
+        row.update({f"alerts.{kind}": count for kind, count in counts.items()})
     for metric in METRICS:
         value = summary.get(metric)
         row[metric] = float(value) if isinstance(value, (int, float)) else math.nan
@@ -241,11 +253,17 @@ def read_run(path: Path) -> dict[str, Any]:
     resolved = resolved_from_meta(meta)
     row["group"] = experiment_key(config, resolved)
     row["started"] = str(meta.get("started") or "")
+    if not isinstance(row["seed"], int) or isinstance(row["seed"], bool):
+        raise ValueError(f"seed {row['seed']!r} in config.yaml is not a whole number")
     row.update({f"resolved.{k}": v for k, v in resolved.items() if k != "grad_scaler"})
     for key, value in flatten(config).items():
         if key not in row:
             row[key] = value
     return row
+
+
+def _name_of(section: Any) -> Any:
+    return section.get("name") if isinstance(section, dict) else None
 
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -287,3 +287,52 @@ def test_a_second_sweep_of_the_same_folder_stops_with_one_line(tmp_path: Path):
         line.startswith("error: another gradlab sweep is running in") and f"pid {proc.pid}" in line
     )
     assert len(list((tmp_path / "runs" / "s").glob("s-*"))) == 1  # nothing trained twice
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def test_type_corrupt_run_files_are_warnings_never_tracebacks(tmp_path: Path, tiny_config):
+    from typer.testing import CliRunner
+
+    from gradlab.cli import app
+    from gradlab.train import train
+
+    runner = CliRunner()
+    good = train(tiny_config(), tmp_path / "runs").path
+    corruptions = {
+        "meta-dataset": ("meta.json", lambda m: {**m, "dataset": "x", "amp": 3}),
+        "alerts-strings": ("summary.json", lambda s: {**s, "alerts": {"vanishing": "many"}}),
+        "summary-list": ("summary.json", lambda s: [1, 2]),
+        "seed-text": ("config.yaml", None),
+    }
+    import shutil
+
+    for name, (file, change) in corruptions.items():
+        folder = tmp_path / "runs" / name
+        shutil.copytree(good, folder)
+        if change is None:
+            text = (folder / file).read_text().replace("seed: 0", "seed: zero")
+            (folder / file).write_text(text)
+        else:
+            (folder / file).write_text(json.dumps(change(json.loads((folder / file).read_text()))))
+    (tmp_path / "runs" / "sweep.json").write_text(
+        json.dumps({"runs": [{"folder": 5}], "history": 7})
+    )
+    result = runner.invoke(
+        app, ["compare", str(tmp_path / "runs"), "--format", "json", "--no-group"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["run"]: r for r in json.loads(result.stdout)}
+    assert rows["alerts-strings"]["alerts"] is None  # a count that is not a number: unknown
+    assert rows["meta-dataset"]["dataset"] == "mnist-sample"
+    assert "Traceback" not in result.output
+    warning = result.stderr
+    assert "summary-list" in warning and "seed-text" in warning
+
+    grads = good / "grads.csv"
+    grads.write_text("step,param,what\n1,fc1.weight,3\n")
+    result = runner.invoke(app, ["inspect", str(good)])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "unexpected columns (missing mean" in line
