@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: lint
 # start-up, compare and run-folder figures (a few minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/epoch.py
+
+# On a machine with a GPU: the device-dependent tests on CUDA, then the CUDA benchmark
+# (a few minutes). Without a GPU it says so and runs them on the CPU.
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

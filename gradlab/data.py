@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
+import os
 import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-from gradlab.config import DataConfig
+from gradlab.config import DataConfig, open_regular_file
 from gradlab.errors import DataError
 
 # IDX files: https://yann.lecun.com/exdb/mnist/ (format description); torchvision reads the same.
@@ -126,33 +131,106 @@ def read_mnist_sample() -> tuple[np.ndarray, np.ndarray, str]:
 
 # --------------------------------------------------------------------------- IDX files
 
+MAX_IDX_IMAGES = 1_000_000
+"""Most images one IDX file may hold (MNIST has 60,000): 784 MB of pixels, 3.1 GB as float32."""
+MAX_IDX_BYTES = MAX_IDX_IMAGES * 28 * 28
+"""Most bytes of data :func:`read_idx` reads from one IDX file."""
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (plain or gzip) into an array of its declared type and shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            blob = f.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] not in _IDX_DTYPES:
+
+@dataclass(frozen=True)
+class IdxHeader:
+    """What an IDX file's header declares: the element type, the shape, the header's size."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data after the header."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@contextmanager
+def _open_idx(path: Path) -> Iterator[BinaryIO]:
+    """The file's decompressed bytes as a stream (gzip for ``.gz``); only regular files."""
+    with open_regular_file(path, error=DataError) as file:
+        if path.suffix != ".gz":
+            yield file
+        else:
+            with gzip.GzipFile(fileobj=file, mode="rb") as stream:
+                yield stream  # type: ignore[misc]
+
+
+def _read_header(path: Path, stream: BinaryIO) -> IdxHeader:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
-    dtype, ndim = _IDX_DTYPES[blob[2]], blob[3]
-    header = 4 + 4 * ndim
-    if len(blob) < header:
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", blob[4:header])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(blob) - header != expected:
-        raise DataError(
-            f"{path}: IDX header says {shape} ({expected} bytes of data), "
-            f"the file holds {len(blob) - header}"
-        )
+    return IdxHeader(dtype, struct.unpack(f">{ndim}I", sizes), 4 + 4 * ndim)
+
+
+def read_idx_header(path: Path) -> IdxHeader:
+    """Read only the header of an IDX file (plain or gzip): a few bytes, whatever its size.
+
+    Raises:
+        DataError: the file cannot be read or does not start with an IDX header.
+    """
+    with _guard(path), _open_idx(path) as stream:
+        return _read_header(path, stream)
+
+
+def read_idx(path: Path, expected: IdxHeader | None = None) -> np.ndarray:
+    """Read an IDX file (plain or gzip) into an array of its declared type and shape.
+
+    The header is read and checked first, then exactly the bytes it declares (at most
+    :data:`MAX_IDX_BYTES`): a plain file whose size disagrees is refused before its data
+    is read, and a ``.gz`` is decompressed only as far as the header says, plus one byte
+    to detect trailing data (so a small file that inflates to gigabytes costs nothing).
+
+    Args:
+        path: the file.
+        expected: a header read earlier (:func:`read_idx_header`); the file must still match.
+
+    Raises:
+        DataError: one line naming the file and what is wrong.
+    """
+    with _guard(path), _open_idx(path) as stream:
+        header = _read_header(path, stream)
+        if expected is not None and header != expected:
+            raise DataError(f"{path}: the file changed while it was being read")
+        described = f"IDX header says {header.shape} ({header.nbytes:,} bytes of data)"
+        if header.nbytes > MAX_IDX_BYTES:
+            raise DataError(
+                f"{path}: {described}, more than the {MAX_IDX_BYTES:,} bytes allowed "
+                "(gradlab.data.MAX_IDX_BYTES)"
+            )
+        if path.suffix != ".gz":
+            size = os.fstat(stream.fileno()).st_size - header.offset
+            if size != header.nbytes:
+                raise DataError(f"{path}: {described}, the file holds {size:,}")
+        blob = stream.read(header.nbytes + 1)
+    if len(blob) != header.nbytes:
+        holds = f"{len(blob):,}" if len(blob) < header.nbytes else "more"
+        raise DataError(f"{path}: {described}, the file holds {holds}")
     return (
-        np.frombuffer(blob, dtype=dtype, offset=header)
-        .reshape(shape)
-        .astype(dtype.newbyteorder("="))
+        np.frombuffer(blob, dtype=header.dtype)
+        .reshape(header.shape)
+        .astype(header.dtype.newbyteorder("="))
     )
+
+
+@contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    """Reading errors (a corrupt gzip stream, an I/O error) as one DataError line."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise DataError(f"{path}: cannot read ({reason})") from None
 
 
 def candidate_folders(name: str, root: Path) -> list[Path]:
@@ -207,25 +285,39 @@ def _load_idx_dataset(cfg: DataConfig) -> tuple[tuple[np.ndarray, ...], dict[str
             f"{cfg.name}: the four IDX files were not found in {looked}{hint}; put them there "
             "(plain or .gz), set data.download=true, or use data.name=mnist-sample"
         )
-    arrays = tuple(read_idx(files[key]) for key in IDX_FILES)
-    _check_idx_arrays(cfg.name, files, arrays)
+    headers = {key: read_idx_header(files[key]) for key in IDX_FILES}
+    _check_idx_headers(files, headers)
+    arrays = tuple(read_idx(files[key], headers[key]) for key in IDX_FILES)
+    _check_labels(files, arrays)
     info = {"name": cfg.name, "source": str(files["train_images"].parent.resolve())}
     return arrays, info
 
 
-def _check_idx_arrays(name: str, files: dict[str, Path], arrays: tuple[np.ndarray, ...]) -> None:
-    train_x, train_y, test_x, test_y = arrays
-    for key, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
+def _check_idx_headers(files: dict[str, Path], headers: dict[str, IdxHeader]) -> None:
+    """Before any data is read: 28x28 uint8 images, one integer label per image."""
+    for key in ("train", "test"):
+        images, labels = headers[f"{key}_images"], headers[f"{key}_labels"]
         path = files[f"{key}_images"]
-        if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        if len(images.shape) != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
             raise DataError(
-                f"{path}: expected uint8 images of 28x28, got {images.dtype} {images.shape}"
+                f"{path}: expected uint8 images of 28x28, the IDX header says "
+                f"{images.dtype} {images.shape}"
             )
-        if labels.ndim != 1 or len(labels) != len(images):
+        if images.shape[0] > MAX_IDX_IMAGES:
             raise DataError(
-                f"{files[f'{key}_labels']}: {labels.shape[0] if labels.ndim else 0} labels "
-                f"for {len(images)} images"
+                f"{path}: the IDX header says {images.shape[0]:,} images, more than the "
+                f"{MAX_IDX_IMAGES:,} allowed (gradlab.data.MAX_IDX_IMAGES)"
             )
+        path = files[f"{key}_labels"]
+        if labels.dtype.kind not in "iu":
+            raise DataError(f"{path}: labels must be integers, the IDX header says {labels.dtype}")
+        if len(labels.shape) != 1 or labels.shape[0] != images.shape[0]:
+            count = labels.shape[0] if len(labels.shape) == 1 else f"a {labels.shape} array of"
+            raise DataError(f"{path}: {count} labels for {images.shape[0]:,} images")
+
+
+def _check_labels(files: dict[str, Path], arrays: tuple[np.ndarray, ...]) -> None:
+    for key, labels in (("train", arrays[1]), ("test", arrays[3])):
         if labels.size and (labels.min() < 0 or labels.max() > 9):
             raise DataError(f"{files[f'{key}_labels']}: labels must be digits 0-9")
 

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gradlab.config import config_from_dict
+
+_REQUESTED = os.environ.get("GRADLAB_TEST_DEVICE", "cpu")
+TEST_DEVICE = _REQUESTED if _REQUESTED == "cpu" or torch.cuda.is_available() else "cpu"
+"""Where the device-dependent tests train: ``GRADLAB_TEST_DEVICE=cuda make test`` runs them
+on a GPU; without one they run on the CPU and the report header says so."""
+
+
+def pytest_report_header(config) -> str:
+    if TEST_DEVICE != _REQUESTED:
+        return f"gradlab test device: cpu ({_REQUESTED} was asked for, but this machine has no GPU)"
+    return f"gradlab test device: {TEST_DEVICE}"
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
@@ -56,7 +69,8 @@ def tiny(**sections) -> dict:
         "data": {"name": "mnist-sample"},
         "model": {"hidden": 16},
         "optim": {"lr": 0.1, "batch_size": 50, "max_steps": 12},
-        "train": {"device": "cpu", "flush_every": 5},
+        # full precision unless a test asks for AMP (auto would mean fp16 on a GPU)
+        "train": {"device": TEST_DEVICE, "amp": "off", "flush_every": 5},
     }
     for key, value in sections.items():
         if isinstance(value, dict):

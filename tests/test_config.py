@@ -4,11 +4,16 @@ import pytest
 import yaml
 
 from gradlab.config import (
+    MAX_CONFIG_BYTES,
+    MAX_HIDDEN,
+    MAX_YAML_DEPTH,
+    MAX_YAML_VALUES,
     PARAMETER_NAMES,
     Config,
     ModelConfig,
     config_from_dict,
     load_config,
+    load_yaml,
     parse_override,
 )
 from gradlab.errors import ConfigError
@@ -159,3 +164,121 @@ def test_parameter_names_match_the_model():
     assert tuple(shapes) == PARAMETER_NAMES
     assert sum(p.numel() for p in TwoLayerNet(ModelConfig()).parameters()) == 79510
     assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def nested(depth: int) -> str:
+    return "seed: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n"
+
+
+def test_yaml_depth_and_size_limits():
+    value = load_yaml(nested(MAX_YAML_DEPTH), "f")["seed"]  # the mapping is the first level
+    for _ in range(MAX_YAML_DEPTH - 2):
+        (value,) = value
+    assert value == []
+    with pytest.raises(ConfigError, match=rf"^f: line 1: nested more than {MAX_YAML_DEPTH} "):
+        load_yaml(nested(MAX_YAML_DEPTH + 1), "f")
+    fits = "x: [" + ", ".join(["1"] * (MAX_YAML_VALUES - 3)) + "]"
+    assert len(load_yaml(fits, "f")["x"]) == MAX_YAML_VALUES - 3  # + the mapping and "x"
+    with pytest.raises(ConfigError, match="more than 100,000 values once aliases are expanded"):
+        load_yaml(fits + "\ny: 1", "f")
+    aliases = (
+        "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    )
+    assert len(load_yaml(aliases + "c: [*b, *b, *b]", "f")["c"]) == 3
+    bomb = aliases + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("bcd", "cde", strict=True)
+    )
+    with pytest.raises(ConfigError, match="line 5: more than 100,000 values"):
+        load_yaml(bomb, "f")
+    with pytest.raises(ConfigError, match="an alias inside the node it refers to"):
+        load_yaml("a: &a {b: *a}", "f")
+
+
+def test_duplicate_keys_and_merges():
+    with pytest.raises(ConfigError, match=r"^f: invalid YAML at line 2, column 1: duplicate key a"):
+        load_yaml("a: 1\na: 2\n", "f")
+    with pytest.raises(ConfigError, match="duplicate key <not a key name> \\(first at line 1\\)"):
+        load_yaml("1: x\n1.0: y\n", "f")  # equal keys in Python, whatever their spelling
+    merged = load_yaml("base: &b {lr: 0.1, momentum: 0.9}\noptim: {<<: *b, lr: 0.5}\n", "f")
+    assert merged["optim"] == {"lr": 0.5, "momentum": 0.9}  # a merge may be overridden
+
+
+def test_python_values_in_errors_are_shortened_without_expanding_them():
+    import tracemalloc
+
+    bomb: list = ["lol"] * 9
+    for _ in range(8):
+        bomb = [bomb] * 9  # 387 million strings if expanded
+    tracemalloc.start()
+    try:
+        for raw in (
+            {"seed": bomb},
+            {"optim": {"lr": bomb}},
+            {"edit": bomb},
+            {"edit": [{"type": "clip_norm", "max_norm": bomb}]},
+            {"seed": 10**5000},
+            {"name": "a" * 10**6},
+            {"bogus\nkey" * 1000: 1},
+        ):
+            with pytest.raises(ConfigError) as info:
+                config_from_dict(raw)
+            assert len(str(info.value)) < 300 and "\n" not in str(info.value), str(info.value)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6
+
+
+def test_only_small_regular_utf8_files_are_read(tmp_path: Path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+    exact = tmp_path / "exact.yaml"
+    exact.write_text("data: {name: mnist-sample}\n#".ljust(MAX_CONFIG_BYTES, "x"))
+    assert load_config(exact).data.name == "mnist-sample"
+    exact.write_text("#".ljust(MAX_CONFIG_BYTES + 1, "x"))
+    with pytest.raises(ConfigError, match=r"1,000,001 bytes, more than the 1,000,000 allowed"):
+        load_config(exact)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(invalid byte at offset 9\)"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "nul\0.yaml"))
+
+
+def test_limits_accept_their_edges_and_yaml_number_spellings():
+    config = config_from_dict(
+        {
+            "model": {"hidden": MAX_HIDDEN, "init_std": 3.3e38},
+            "optim": {"lr": "1e-3", "momentum": 1, "weight_decay": 1},
+            "train": {"amp_init_scale": 2.0**64, "flush_every": 100_000},
+        }
+    )
+    assert config.optim.lr == 0.001 and config.optim.momentum == 1.0
+    assert config.model.hidden == MAX_HIDDEN and config.train.amp_init_scale == 2.0**64
+    for raw, message in [
+        ({"model": {"hidden": MAX_HIDDEN + 1}}, "at most 65,536"),
+        ({"optim": {"lr": "inf"}}, "finite number"),
+        ({"optim": {"min_lr": 3.5e38}}, "below 3.4e38"),
+        ({"train": {"amp_init_scale": 0.5}}, "greater than or equal to 1"),
+        ({"optim": {"max_steps": True}}, "not true/false"),
+        ({"diagnostics": {"vanishing_ratio": float("nan")}}, "finite number"),
+        ({"data": {"root": "a\0b"}}, "NUL"),
+        ({"train": {"device": "cuda:12345"}}, "must be one of"),
+        ({"edit": [{"type": "noise", "sigma": "-inf"}]}, r"edit\[0\]\.sigma: .*finite"),
+        ({"edit": [{"type": ["clip_norm"]}]}, r"edit\[0\]\.type: unknown edit type \['clip"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(raw)
+
+
+def test_override_limits():
+    with pytest.raises(ConfigError, match="more than 50 levels of keys"):
+        parse_override("a" + ".a" * 60 + "=1")
+    with pytest.raises(ConfigError, match=r"'²' is not an index"):
+        config_from_dict({"edit": [{"type": "clip_norm"}]}, ["edit.²=1"])
+    with pytest.raises(ConfigError, match=r"^--set 'x=\[1': invalid YAML at line"):
+        parse_override("x=[1")

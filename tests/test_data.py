@@ -1,4 +1,6 @@
 import gzip
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,14 @@ from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from gradlab import data as data_module
 from gradlab.config import DataConfig
-from gradlab.data import batch_order, find_idx_files, load_dataset, read_idx
+from gradlab.data import (
+    IdxHeader,
+    batch_order,
+    find_idx_files,
+    load_dataset,
+    read_idx,
+    read_idx_header,
+)
 from gradlab.errors import DataError
 
 CPU = torch.device("cpu")
@@ -138,3 +147,69 @@ def test_batch_order_is_a_seeded_permutation():
     assert sorted(torch.cat(batches).tolist()) == list(range(10))
     again = batch_order(10, 4, torch.Generator().manual_seed(3), CPU)
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def idx_bytes(shape: tuple[int, ...], body: bytes) -> bytes:
+    return bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + body
+
+
+def test_read_idx_reads_no_more_than_the_header_declares(tmp_path: Path):
+    import tracemalloc
+    import zlib
+
+    bomb = tmp_path / "bomb.gz"  # a header for one image, then 100 MB of zeros: ~100 KB
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with bomb.open("wb") as f:
+        f.write(compressor.compress(idx_bytes((1, 28, 28), b"")))
+        for _ in range(100):
+            f.write(compressor.compress(bytes(1 << 20)))
+        f.write(compressor.flush())
+    assert read_idx_header(bomb) == IdxHeader(np.dtype(np.uint8), (1, 28, 28), 16)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"\(784 bytes of data\), the file holds more$"):
+            read_idx(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10e6, f"peak {peak / 1e6:.0f} MB"
+
+    trailing = tmp_path / "trailing"
+    trailing.write_bytes(idx_bytes((2, 3), bytes(7)))
+    with pytest.raises(DataError, match=r"says \(2, 3\) \(6 bytes of data\), the file holds 7$"):
+        read_idx(trailing)
+    trailing.with_suffix(".gz").write_bytes(gzip.compress(trailing.read_bytes()))
+    with pytest.raises(DataError, match="the file holds more"):
+        read_idx(trailing.with_suffix(".gz"))
+    huge = tmp_path / "huge"  # claims 2**32 - 1 images: refused before any data is read
+    huge.write_bytes(idx_bytes((2**32 - 1, 28, 28), bytes(784)))
+    with pytest.raises(DataError, match=r"more than the 784,000,000 bytes allowed"):
+        read_idx(huge)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_read_idx_refuses_what_is_not_a_regular_file(tmp_path: Path):
+    fifo = tmp_path / "train-images-idx3-ubyte.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is a named pipe, not a regular file"):
+        read_idx_header(fifo)
+    with pytest.raises(DataError, match="is a folder"):
+        read_idx(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (("train-labels-idx1-ubyte", np.zeros(199, np.uint8)), "199 labels for 200 images"),
+        (("t10k-images-idx3-ubyte", np.zeros((50, 28, 27), np.uint8)), r"uint8 \(50, 28, 27\)"),
+        (("t10k-labels-idx1-ubyte", np.zeros((50, 1), np.uint8)), r"a \(50, 1\) array of labels"),
+        (("train-labels-idx1-ubyte", np.full(200, 10, np.uint8)), "labels must be digits 0-9"),
+    ],
+)
+def test_dataset_files_must_agree(tmp_path: Path, replace, message):
+    make_idx_dataset(tmp_path)
+    name, array = replace
+    write_idx(tmp_path / name, array)
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset(DataConfig(name="mnist", root=str(tmp_path), download=False), CPU)
+    assert str(info.value).startswith(str(tmp_path / name))
