@@ -331,3 +331,29 @@ def test_replace_round_trips_with_its_alias():
     entry = config.to_dict()["edit"][0]
     assert entry["with"] == "sign" and entry["scale"] == 1.0 and entry["sigma"] is None
     assert config_from_dict(config.to_dict()) == config
+
+
+def numeric_parameters():
+    from gradlab.editing.base import _is_number
+
+    for name, cls in strategies().items():
+        for key, field in cls.Params.model_fields.items():
+            if key not in ("start_step", "end_step", "every") and _is_number(field.annotation):
+                yield name, field.alias or key
+
+
+@pytest.mark.parametrize(("strategy", "key"), list(numeric_parameters()))
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "expected a number, not true/false"),
+        (float("inf"), "finite number"),
+        (float("nan"), "finite number"),
+        ("1e39", "must be below 3.4e38|less than or equal to"),
+    ],
+)
+def test_every_numeric_parameter_is_a_finite_float32_number(strategy, key, value, message):
+    from gradlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"edit": [{"type": strategy, key: value}]})

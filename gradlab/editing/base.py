@@ -8,12 +8,20 @@ training device, so the loop never waits for the device inside a step.
 from __future__ import annotations
 
 import fnmatch
+import typing
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from gradlab.config import PARAMETER_NAMES
+from gradlab.config import FLOAT32_MAX, PARAMETER_NAMES
 
 Tensors = dict[str, torch.Tensor]
 
@@ -23,10 +31,36 @@ def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
-class EditParams(BaseModel):
-    """Parameters every edit accepts: which tensors it targets and when it is active."""
+def _is_number(annotation: Any) -> bool:
+    kinds = {annotation, *typing.get_args(annotation)}
+    return bool(kinds & {int, float}) and bool not in kinds
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+class EditParams(BaseModel):
+    """Parameters every edit accepts: which tensors it targets and when it is active.
+
+    Like the config's sections, numbers are finite, never booleans, and floats fit float32
+    (the edits compute in float32): ``max_norm: .inf`` or ``sigma: true`` are errors.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and _is_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, not true/false")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _numbers_fit_float32(cls, value: Any, info: ValidationInfo) -> Any:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and abs(value) >= FLOAT32_MAX:
+            raise ValueError("must be below 3.4e38, the largest float32")
+        return value
 
     type: str
     """The strategy's registered name."""
