@@ -103,7 +103,7 @@ def load_sweep(path: str | Path, max_runs: int = MAX_RUNS) -> Sweep:
     unknown = [k for k in raw if k not in SWEEP_KEYS]
     if unknown:
         raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(SWEEP_KEYS)}"
+            f"{path}: unknown key {_show(unknown[0])}; valid keys: {', '.join(SWEEP_KEYS)}"
         )
     name = raw.get("name") or path.stem
     if not isinstance(name, str) or not _NAME_PATTERN.match(name) or len(name) > 100:
@@ -195,7 +195,7 @@ def _variants(path: Path, raw: dict[str, Any], max_runs: int, n_seeds: int) -> l
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(
-                f"{path}: grid.{key}: expected a non-empty list of values, got {values!r}"
+                f"{path}: grid.{str(key)[:100]}: expected a non-empty list of values, got {_show(values)}"
             )
     count = len(entries) * math.prod(len(v) for v in grid.values())
     if count * n_seeds > max_runs:

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from gradlab.config import FLOAT32_MAX, PARAMETER_NAMES
+from gradlab.config import FLOAT32_MAX, PARAMETER_NAMES, _show
 
 Tensors = dict[str, torch.Tensor]
 
@@ -86,7 +86,7 @@ class EditParams(BaseModel):
         for pattern in patterns:
             if not fnmatch.filter(PARAMETER_NAMES, pattern):
                 raise ValueError(
-                    f"pattern {pattern!r} matches no parameter; parameters: "
+                    f"pattern {_show(pattern)} matches no parameter; parameters: "
                     + ", ".join(PARAMETER_NAMES)
                 )
         return patterns

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from gradlab.config import _show
 from gradlab.editing.base import Edit, EditParams, Tensors
 from gradlab.editing.registry import get_strategy
 from gradlab.errors import ConfigError
@@ -23,7 +24,7 @@ def parse_edit(position: int, entry: Any) -> EditParams:
     if isinstance(entry, EditParams):  # already parsed (a Config built from a Config)
         return entry
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping like {{type: clip_norm}}, got {entry!r}")
+        raise ConfigError(f"{where}: expected a mapping like {{type: clip_norm}}, got {_show(entry)}")
     if "type" not in entry:
         raise ConfigError(f"{where}.type: required, but missing (see `gradlab strategies`)")
     try:
