@@ -336,3 +336,32 @@ def test_type_corrupt_run_files_are_warnings_never_tracebacks(tmp_path: Path, ti
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "unexpected columns (missing mean" in line
+
+
+def test_concurrent_json_writers_never_show_a_reader_half_a_file(tmp_path: Path):
+    """Writers in several processes replace one file while a reader reads it."""
+    target = tmp_path / "sweep.json"
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom gradlab.runlog import write_json\n"
+        "for i in range(300):\n"
+        "    write_json(Path(sys.argv[1]), {'writer': sys.argv[2], 'i': i, 'pad': 'x' * 20000})\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, str(target), str(n)], stderr=subprocess.PIPE)
+        for n in range(3)
+    ]
+    reads = broken = 0
+    while any(w.poll() is None for w in writers):
+        try:
+            text = target.read_text()
+        except FileNotFoundError:
+            continue
+        reads += 1
+        try:
+            json.loads(text)
+        except ValueError:
+            broken += 1
+    errors = [w.stderr.read() for w in writers]
+    assert [w.returncode for w in writers] == [0, 0, 0], errors
+    assert reads > 0 and broken == 0
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
