@@ -368,7 +368,9 @@ def gradcheck(
     """Check the gradients of every engine against finite differences (float64).
 
     Relative error ||approx - g|| / (||approx|| + ||g||): <= 1e-5 good, ~1e-3 suspicious,
-    larger wrong. Exit 0 when every parameter is good, 1 otherwise.
+    larger wrong. Entries whose +-eps moves some ReLU input across 0 are kinks, counted and
+    left out. Exit 0 when no parameter is suspicious or wrong (and some entry is not a
+    kink), 1 otherwise.
     """
     from gradlab.config import load_config
     from gradlab.errors import GradlabError
@@ -378,8 +380,10 @@ def gradcheck(
             raise GradlabError(f"--format {fmt!r}: use table or json")
         if inputs not in ("dataset", "random"):
             raise GradlabError(f"--inputs {inputs!r}: use dataset or random")
-        if not eps > 0:
-            raise GradlabError(f"--eps {eps}: must be greater than 0")
+        if not 0 < eps <= 0.1:  # nan and inf fail this too
+            raise GradlabError(
+                f"--eps {eps}: must be a number greater than 0 and at most 0.1 (typically 1e-5)"
+            )
         if entries != "all" and not (entries.isdigit() and int(entries) > 0):
             raise GradlabError(f"--entries {entries!r}: use a positive whole number or 'all'")
         cfg = load_config(config, _overrides(set_))

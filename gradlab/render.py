@@ -177,34 +177,54 @@ def print_warning(message: str) -> None:
 
 
 def print_gradcheck(report: dict[str, Any]) -> None:
-    """One table per engine: entries checked, relative error and verdict per parameter."""
-    colours = {"good": "green", "suspicious": "yellow", "wrong": "red"}
+    """One table per engine: entries checked, kinks, relative error and verdict per parameter.
+
+    Kinks (entries whose perturbation crossed a ReLU kink) are left out of the errors; a
+    parameter whose every entry is a kink shows ``-`` and the verdict ``all kinks``.
+    """
+    colours = {"good": "green", "suspicious": "yellow", "wrong": "red", "all kinks": "yellow"}
     for engine, result in report["engines"].items():
         table = Table(
             title=f"gradcheck, {engine} engine: eps {report['eps']:g}, "
             f"{report['samples']} {report['inputs']} samples, float64",
             title_justify="left",
         )
-        for column in ("param", "entries", "relative error", "max |difference|", "verdict"):
+        columns = ("param", "entries", "kinks", "relative error", "max |difference|", "verdict")
+        for column in columns:
             table.add_column(column, justify="left" if column in ("param", "verdict") else "right")
         rows = [*result["params"].items(), ("overall", result["overall"])]
         for name, row in rows:
             colour = colours[row["verdict"]]
+            checked = row["rel_error"] is not None
             table.add_row(
                 name,
                 f"{row['entries']:,}",
-                f"{row['rel_error']:.2e}",
-                f"{row['max_abs_diff']:.2e}",
+                f"{row['kinks']:,}",
+                f"{row['rel_error']:.2e}" if checked else "-",
+                f"{row['max_abs_diff']:.2e}" if checked else "-",
                 f"[{colour}]{row['verdict']}[/]",
                 style="bold" if name == "overall" else None,
             )
         console.print(table)
-    passed = report["passed"]
-    console.print(
-        "[green]passed[/]: every parameter within 1e-5"
-        if passed
-        else "[red]failed[/]: some parameter above 1e-5 (about 1e-3 is suspicious, larger is a bug)"
-    )
+    # the kinks are the same for every engine (they come from the finite differences)
+    result = next(iter(report["engines"].values()))
+    kinks = result["overall"]["kinks"]
+    unchecked = [name for name, row in result["params"].items() if row["rel_error"] is None]
+    if kinks:
+        console.print(
+            f"{kinks:,} {'entry' if kinks == 1 else 'entries'} left out of the errors as kinks: "
+            "moving by eps put some ReLU input on the other side of 0"
+            + (f"; every entry of {', '.join(unchecked)} is a kink" if unchecked else "")
+        )
+    if report["passed"]:
+        others = " other" if unchecked else ""
+        console.print(f"[green]passed[/]: every{others} parameter within 1e-5")
+    elif result["overall"]["rel_error"] is None:
+        console.print("[red]failed[/]: every entry crossed a ReLU kink, nothing was compared")
+    else:
+        console.print(
+            "[red]failed[/]: some parameter above 1e-5 (about 1e-3 is suspicious, larger is a bug)"
+        )
 
 
 def print_inspection(run: Any, layers: Any, alerts: Any) -> None:

@@ -24,7 +24,9 @@ def parse_edit(position: int, entry: Any) -> EditParams:
     if isinstance(entry, EditParams):  # already parsed (a Config built from a Config)
         return entry
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping like {{type: clip_norm}}, got {_show(entry)}")
+        raise ConfigError(
+            f"{where}: expected a mapping like {{type: clip_norm}}, got {_show(entry)}"
+        )
     if "type" not in entry:
         raise ConfigError(f"{where}.type: required, but missing (see `gradlab strategies`)")
     try:

@@ -27,7 +27,9 @@ class AutogradEngine(Engine):
             self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         ):
             logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        # the loss in float32 at least: half-precision logits are cast up, float64 ones stay
+        wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        loss = F.cross_entropy(wide, y)
         for p in self.params:
             p.grad = None
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
