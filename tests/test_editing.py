@@ -97,7 +97,7 @@ def test_freeze_keeps_parameters_bit_identical_under_momentum_and_weight_decay(
     config = tiny_config(optim=optim, edit=[{"type": "freeze", "params": ["fc1.*"]}])
     seed_everything(config.seed)
     initial = TwoLayerNet(config.model).state_dict()
-    trained = train(config, tmp_path).model.state_dict()
+    trained = {k: v.cpu() for k, v in train(config, tmp_path).model.state_dict().items()}
     assert torch.equal(trained["fc1.weight"], initial["fc1.weight"])
     assert torch.equal(trained["fc1.bias"], initial["fc1.bias"])
     assert not torch.equal(trained["fc2.weight"], initial["fc2.weight"])
@@ -106,7 +106,7 @@ def test_freeze_keeps_parameters_bit_identical_under_momentum_and_weight_decay(
     zeroed = tiny_config(
         optim=optim, edit=[{"type": "replace", "with": "zero", "params": ["fc1.*"]}]
     )
-    moved = train(zeroed, tmp_path).model.state_dict()
+    moved = {k: v.cpu() for k, v in train(zeroed, tmp_path).model.state_dict().items()}
     assert not torch.equal(moved["fc1.weight"], initial["fc1.weight"])
     torch.testing.assert_close(
         moved["fc1.weight"], initial["fc1.weight"] * (1 - 0.1 * 0.01) ** 10, rtol=0.05, atol=0
