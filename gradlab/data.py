@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from gradlab.config import DataConfig, open_regular_file
+from gradlab.config import DataConfig
 from gradlab.errors import DataError
+from gradlab.yamlfile import open_regular_file
 
 # IDX files: https://yann.lecun.com/exdb/mnist/ (format description); torchvision reads the same.
 _IDX_DTYPES = {
