@@ -7,6 +7,7 @@ Heavy libraries (torch, pandas) are imported inside the commands that need them,
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,9 +135,9 @@ def train(
     if status == "failed":
         from gradlab.render import print_error
 
-        print_error(
-            f"the run failed: {result.summary.get('error')} (traceback in {result.path}/traceback.txt)"
-        )
+        trace = result.path / "traceback.txt"
+        where = f" (traceback in {trace})" if trace.exists() and trace.stat().st_size else ""
+        print_error(f"the run failed: {result.summary.get('error')}{where}")
     if status == "interrupted":
         from gradlab.environment import signal_exit_code
 
@@ -380,12 +381,17 @@ def gradcheck(
             raise GradlabError(f"--format {fmt!r}: use table or json")
         if inputs not in ("dataset", "random"):
             raise GradlabError(f"--inputs {inputs!r}: use dataset or random")
-        if not 0 < eps <= 0.1:  # nan and inf fail this too
+        if not 1e-10 <= eps <= 0.1:  # nan and inf fail this too; smaller drowns in round-off
             raise GradlabError(
-                f"--eps {eps}: must be a number greater than 0 and at most 0.1 (typically 1e-5)"
+                f"--eps {eps}: must be a number greater than 0 and at most 0.1, "
+                "at least 1e-10 (typically 1e-5)"
             )
-        if entries != "all" and not (entries.isdigit() and int(entries) > 0):
+        if entries != "all" and not (re.fullmatch(r"[0-9]{1,9}", entries) and int(entries) > 0):
             raise GradlabError(f"--entries {entries!r}: use a positive whole number or 'all'")
+        if samples > 10_000:
+            raise GradlabError(
+                f"--samples {samples}: at most 10000 (the check is exact on a few examples)"
+            )
         cfg = load_config(config, _overrides(set_))
         from gradlab import render
         from gradlab.gradcheck import gradcheck as run_gradcheck

@@ -119,23 +119,28 @@ and a closed terminal."""
 
 class StopSignals:
     """Within ``with``: the first SIGINT, SIGTERM or SIGHUP only sets :attr:`raised` to the
-    signal's name (the loop finishes its step and stops cleanly); a second one raises
-    KeyboardInterrupt, unless :meth:`finishing` was called (the run is writing its last
-    files and nothing may cut that short). Outside the main thread it does nothing."""
+    signal's name (the loop finishes its step and stops cleanly). Between :meth:`arm` and
+    :meth:`finishing` (the training loop) a second one raises KeyboardInterrupt; before
+    (setup) and after (the last files are written) signals are only recorded, so nothing
+    cuts those short. Outside the main thread it does nothing."""
 
     def __init__(self) -> None:
         self.raised: str | None = None
-        self._finishing = False
+        self._armed = False
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.raised and not self._finishing:
+        if self.raised and self._armed:
             raise KeyboardInterrupt
         self.raised = self.raised or signal.Signals(signum).name
 
+    def arm(self) -> None:
+        """From now on a second signal interrupts at once (the training loop)."""
+        self._armed = True
+
     def finishing(self) -> None:
         """From now on signals are only recorded (the run's last files are being written)."""
-        self._finishing = True
+        self._armed = False
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -55,11 +55,17 @@ def run_one(
 
 
 def record_failure(
-    cfg: Config, sweep_dir: str | Path, error: str, folder: Path | None = None
+    cfg: Config,
+    sweep_dir: str | Path,
+    error: str,
+    folder: Path | None = None,
+    status: str = "failed",
 ) -> dict[str, Any]:
-    """Make ``folder`` (or a new run folder) say that its run failed with ``error``: its
-    config and a minimal meta.json when the run never wrote them, and a failed summary
-    unless the run already ended with a summary of its own (which then stands)."""
+    """Make ``folder`` (or a new run folder) say that its run ended as ``status`` (failed, or
+    interrupted) with ``error``: its config and a minimal meta.json when the run never
+    wrote them, and a summary with what the run logged, unless the run already ended with a
+    summary of its own (which then stands)."""
+    from gradlab.reading import figures_from_logs
     from gradlab.runlog import (
         CONFIG_FILE,
         SUMMARY_FILE,
@@ -82,13 +88,14 @@ def record_failure(
         }
         RunWriter.create(sweep_dir, cfg.name, cfg.to_yaml(), meta, ["step"], folder=folder).close()
     try:
-        status = read_summary(folder).get("status")
+        previous = read_summary(folder).get("status")
     except GradlabError:
-        status = None
-    if status in (None, "running"):
-        write_json(folder / SUMMARY_FILE, {"status": "failed", "steps": 0, "error": error})
-        return {"status": "failed", "folder": folder.name, "error": error}
-    return {"status": status, "folder": folder.name, "error": None}
+        previous = None
+    if previous in (None, "running"):
+        summary = {"steps": 0, **figures_from_logs(folder), "status": status, "error": error}
+        write_json(folder / SUMMARY_FILE, summary)
+        return {"status": status, "folder": folder.name, "error": error}
+    return {"status": previous, "folder": folder.name, "error": None}
 
 
 def _claim_folder(sweep_dir: Path, run: PlannedRun) -> Path:
@@ -105,12 +112,22 @@ def _record(run: PlannedRun, result: dict[str, Any], on_done: Event) -> None:
     on_done(run)
 
 
-def _died(run: PlannedRun, sweep_dir: Path, why: str) -> dict[str, Any]:
-    """The result of a run whose process died: its folder says failed (unless the run had
-    already written a final summary)."""
-    cfg = config_from_dict(run.config)
+_STOP_SIGNALS = {"SIGINT", "SIGTERM", "SIGHUP"}
+
+
+def _died(
+    run: PlannedRun, sweep_dir: Path, why: str, signal_name: str | None = None, stopping=False
+) -> dict[str, Any]:
+    """The result of a run whose process died: its folder says so (unless the run had
+    already written a final summary). Killed by a stop signal, or while the sweep was
+    being stopped, the run was interrupted; otherwise it failed. Never raises: a folder
+    that cannot be written (a full disk) leaves only the sweep's record."""
+    status = "interrupted" if stopping or signal_name in _STOP_SIGNALS else "failed"
     folder = sweep_dir / run.folder if run.folder else None
-    return record_failure(cfg, sweep_dir, why, folder)
+    try:
+        return record_failure(config_from_dict(run.config), sweep_dir, why, folder, status)
+    except Exception as exc:  # noqa: BLE001 - the record is all that is left
+        return {"status": status, "folder": run.folder, "error": f"{why}; and {exc}"}
 
 
 # --------------------------------------------------------------------------- local workers
@@ -168,16 +185,20 @@ class _Worker:
         self.process.start()
         child.close()
 
-    def describe_death(self) -> str:
-        import signal
-
+    def death(self) -> tuple[str, str | None]:
+        """Why the process died, and the name of the signal that killed it (if one did)."""
         self.process.join(timeout=1)
         code = self.process.exitcode
+        name = None
         if code is not None and code < 0:
-            how = f"killed by {signal.Signals(-code).name}"
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
+            how = f"killed by {name}"
         else:
             how = f"exit code {code}"
-        return f"the worker process died ({how}) while training this run"
+        return f"the worker process died ({how}) while training this run", name
 
     def stop(self, timeout: float = 5.0) -> None:
         try:
@@ -209,6 +230,7 @@ def run_local(
     queue = list(runs)
     idle: list[_Worker] = []
     busy: dict[_Worker, PlannedRun] = {}
+    stopping = False
 
     def collect(timeout: float) -> None:
         ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
@@ -220,8 +242,9 @@ def run_local(
             except (EOFError, OSError):
                 result = None
             del busy[worker]
-            if result is None:  # the process died: only its run fails
-                result = _died(run, sweep_dir, worker.describe_death())
+            if result is None:  # the process died: only its run fails (or was interrupted)
+                why, killed_by = worker.death()
+                result = _died(run, sweep_dir, why, killed_by, stopping)
                 worker.stop(timeout=0)
             else:
                 idle.append(worker)
@@ -238,6 +261,7 @@ def run_local(
                 on_start(run)
             collect(timeout=0.5)
     except KeyboardInterrupt:
+        stopping = True
         for run in queue:
             run.status, run.error = "interrupted", "not started: the sweep was interrupted"
         deadline = time.monotonic() + 120
@@ -249,11 +273,8 @@ def run_local(
                 continue
         for worker, run in list(busy.items()):  # did not stop in time: killed
             worker.process.kill()
-            _record(
-                run,
-                _died(run, sweep_dir, "killed: did not stop after the sweep was interrupted"),
-                on_done,
-            )
+            why = "killed: did not stop within two minutes of the sweep being interrupted"
+            _record(run, _died(run, sweep_dir, why, stopping=True), on_done)
         busy.clear()
         raise
     finally:
@@ -267,19 +288,6 @@ def _signal_workers(busy: dict[_Worker, PlannedRun], number: int) -> None:
             os.kill(worker.process.pid, number)
         except (ProcessLookupError, TypeError):
             pass
-
-
-def _mark_interrupted(folder: Path) -> None:
-    """A run cancelled before it could write its own summary: interrupted, not failed."""
-    from gradlab.runlog import SUMMARY_FILE, read_json, write_json
-
-    try:
-        summary = read_json(folder / SUMMARY_FILE)
-    except GradlabError:
-        return
-    if summary.get("status") == "failed" and summary.get("steps") == 0:
-        summary.update(status="interrupted", error="cancelled: the sweep was interrupted")
-        write_json(folder / SUMMARY_FILE, summary)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -333,9 +341,8 @@ def run_ray(
                 try:
                     result = ray.get(ref, timeout=60)
                 except Exception:  # noqa: BLE001 - cancelled before it started, or gone
-                    result = _died(run, sweep_dir, "cancelled: the sweep was interrupted")
-                    result["status"] = "interrupted"
-                    _mark_interrupted(sweep_dir / run.folder)
+                    why = "cancelled: the sweep was interrupted"
+                    result = _died(run, sweep_dir, why, stopping=True)
                 _record(run, result, on_done)
             raise
     finally:

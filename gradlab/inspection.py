@@ -45,8 +45,9 @@ def _checked(
         )
     for column in numeric if numeric is not None else [c for c in columns if c != "param"]:
         df[column] = pd.to_numeric(df[column], errors="coerce")
-    if df["step"].isna().any():
-        df = df[df["step"].notna()].reset_index(drop=True)
+    finite = df["step"].notna() & (df["step"].abs() != float("inf"))
+    if not finite.all():
+        df = df[finite].reset_index(drop=True)
     return df
 
 

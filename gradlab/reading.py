@@ -9,6 +9,7 @@ import json
 import math
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -141,6 +142,8 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _process_alive(pid: int) -> bool:
+    if not 0 < pid < 2**31:  # not a PID this system can have
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -217,7 +220,7 @@ def read_run(path: Path) -> dict[str, Any]:
     """
     try:
         return _read_run(path)
-    except (TypeError, AttributeError, ValueError, KeyError) as exc:  # valid JSON, wrong types
+    except (TypeError, AttributeError, ValueError, KeyError, OverflowError) as exc:  # wrong types
         raise RunFolderError(f"{path}: unexpected contents ({type(exc).__name__}: {exc})") from None
 
 
@@ -328,22 +331,32 @@ def _reason(exc: RunFolderError, path: Path) -> str:
 def load_steps(run: str | Path) -> pd.DataFrame:
     """``steps.csv`` of one run, one row per optimizer step. A row cut short by a killed
     process (no ``elapsed_s``, the last column) is dropped."""
-    return read_log(Path(run) / STEPS_FILE, "elapsed_s")
+    return read_log(Path(run) / STEPS_FILE, "elapsed_s", numeric=True)
 
 
 def load_evals(run: str | Path) -> pd.DataFrame:
     """``evals.csv`` of one run: step, epoch, test_loss, test_accuracy, elapsed_s."""
-    return read_log(Path(run) / EVALS_FILE, "elapsed_s")
+    return read_log(Path(run) / EVALS_FILE, "elapsed_s", numeric=True)
 
 
-def read_log(path: Path, last_column: str) -> pd.DataFrame:
-    """A CSV log of a run; rows cut short (no value in ``last_column``) are dropped."""
+def read_log(path: Path, last_column: str, numeric: bool = False) -> pd.DataFrame:
+    """A CSV log of a run; rows cut short (no value in ``last_column``) are dropped. With
+    ``numeric`` every column is a number (a cell that is not one is NaN). Only a regular
+    file is read: a FIFO or a device in a run folder is an error, never a hang."""
     try:
-        df = pd.read_csv(path)
+        info = os.stat(path)
     except FileNotFoundError:
         raise RunFolderError(f"{path}: missing") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc})") from None
+    except OSError as exc:
+        raise RunFolderError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunFolderError(f"{path}: not a regular file")
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError, OverflowError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({str(exc)[:200]})") from None
+    if numeric:
+        df = df.apply(pd.to_numeric, errors="coerce")
     if last_column in df.columns:
         df = df[df[last_column].notna()]
     return df.reset_index(drop=True)

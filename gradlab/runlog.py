@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from gradlab.errors import RunFolderError
+from gradlab.yamlfile import read_small_text_file
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -222,12 +223,16 @@ class RunWriter:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file: a small regular file holding an object (a FIFO, a device,
+    a huge or half-written file is a RunFolderError, never a hang or a traceback)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc})") from None
+        data = json.loads(read_small_text_file(path, error=RunFolderError))
+    except RunFolderError as exc:
+        raise RunFolderError(
+            str(exc).replace(f"{path}: no such file", f"{path}: missing")
+        ) from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{path}: expected a JSON object")
     return data
@@ -245,11 +250,14 @@ def read_config(run: str | Path) -> dict[str, Any]:
     """The resolved config a run was trained with, as plain data."""
     path = Path(run) / CONFIG_FILE
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc})") from None
+        text = read_small_text_file(path, error=RunFolderError)
+        data = yaml.load(text, Loader=_YAML_LOADER)
+    except RunFolderError as exc:
+        raise RunFolderError(
+            str(exc).replace(f"{path}: no such file", f"{path}: missing")
+        ) from None
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{path}: expected a mapping")
     return data

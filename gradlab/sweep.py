@@ -98,7 +98,15 @@ def load_sweep(path: str | Path, max_runs: int = MAX_RUNS) -> Sweep:
             with the same seed, or some expanded runs do not validate (one line per run,
             all of them).
     """
-    path = Path(path)
+    try:
+        return _load_sweep(Path(path), max_runs)
+    except RecursionError:  # aliases that pass the YAML limits but nest deeply when copied
+        raise ConfigError(
+            f"{path}: values nested too deeply (aliases of aliases); write them out"
+        ) from None
+
+
+def _load_sweep(path: Path, max_runs: int) -> Sweep:
     raw = read_yaml_mapping(path)
     unknown = [k for k in raw if k not in SWEEP_KEYS]
     if unknown:
@@ -304,7 +312,12 @@ def lock_sweep_folder(sweep_dir: Path):
         GradlabError: another process holds the lock.
     """
     path = sweep_dir / LOCK_FILE
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole sweep
+    try:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole sweep
+    except OSError as exc:
+        raise GradlabError(
+            f"cannot lock the sweep folder: {path}: {exc.strerror or exc}; is it writable?"
+        ) from None
     try:
         import fcntl
     except ImportError:  # no POSIX locks on this system: no protection, nothing else changes

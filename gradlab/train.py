@@ -32,7 +32,7 @@ from gradlab.environment import (
     resolve_device,
     seed_everything,
 )
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, RunFolderError
 from gradlab.model import TwoLayerNet
 from gradlab.optim import SGD
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE, SUMMARY_FILE, Heartbeat, RunWriter
@@ -152,105 +152,122 @@ def train(
         diverged; a failed run's summary holds the error message) and the trained model.
     """
     started = now_iso()
-    device = resolve_device(config.train.device)
-    amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
-    engine_name = resolve_engine(config.train.engine, amp_dtype)
-    seed_everything(config.seed)
-    if data is None:
-        data = load_dataset(config.data, device)
-
-    # ---- model, engine, optimizer, scaler, edits
-    model = TwoLayerNet(config.model).to(device)
-    weights = dict(model.named_parameters())
-    names = list(weights)
-    opt = config.optim
-    optimizer = SGD(weights, opt)
-    scaler = torch.amp.GradScaler(
-        device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
-    )
-    engine = make_engine(engine_name, model, scaler, amp_dtype)
-    pipeline = EditPipeline(config.edit, names, config.seed, device)
-    pipeline.setup(weights)
-    data_order = torch.Generator().manual_seed(config.seed)
-
-    n_train = len(data.train_x)
-    steps_per_epoch = math.ceil(n_train / opt.batch_size)
-    total_steps = opt.max_steps or opt.epochs * steps_per_epoch
-    eval_every = config.train.eval_every
-    full_log = config.train.log == "full"
-    metrics = metric_columns(names, config.train.log, use_scaler)
-
-    # ---- run folder
-    meta = describe_environment(device, amp_dtype, use_scaler)
-    meta.update(
-        engine=engine_name,
-        dataset=data.info,
-        command=command if command is not None else sys.argv,
-        started=started,
-        seed=config.seed,
-        experiment_hash=config.experiment_hash(
-            setup_record(device, amp_dtype, use_scaler, engine_name)
-        ),
-        edits=pipeline.label(),
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-    )
-    columns = step_columns(metrics, pipeline.columns)
-    stop = StopSignals().__enter__()  # from here a signal ends the run cleanly
+    # a signal from here on ends the run cleanly (during setup it is only recorded: the run
+    # then stops after its first step, with a summary)
+    stop = StopSignals().__enter__()
+    run = heartbeat = None
     try:
+        device = resolve_device(config.train.device)
+        amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+        engine_name = resolve_engine(config.train.engine, amp_dtype)
+        seed_everything(config.seed)
+        if data is None:
+            data = load_dataset(config.data, device)
+
+        # ---- model, engine, optimizer, scaler, edits
+        model = TwoLayerNet(config.model).to(device)
+        weights = dict(model.named_parameters())
+        names = list(weights)
+        opt = config.optim
+        optimizer = SGD(weights, opt)
+        scaler = torch.amp.GradScaler(
+            device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
+        )
+        engine = make_engine(engine_name, model, scaler, amp_dtype)
+        pipeline = EditPipeline(config.edit, names, config.seed, device)
+        pipeline.setup(weights)
+        data_order = torch.Generator().manual_seed(config.seed)
+
+        n_train = len(data.train_x)
+        steps_per_epoch = math.ceil(n_train / opt.batch_size)
+        total_steps = opt.max_steps or opt.epochs * steps_per_epoch
+        eval_every = config.train.eval_every
+        full_log = config.train.log == "full"
+        metrics = metric_columns(names, config.train.log, use_scaler)
+
+        # ---- run folder
+        meta = describe_environment(device, amp_dtype, use_scaler)
+        meta.update(
+            engine=engine_name,
+            dataset=data.info,
+            command=command if command is not None else sys.argv,
+            started=started,
+            seed=config.seed,
+            experiment_hash=config.experiment_hash(
+                setup_record(device, amp_dtype, use_scaler, engine_name)
+            ),
+            edits=pipeline.label(),
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+        )
+        columns = step_columns(metrics, pipeline.columns)
         run = RunWriter.create(
             runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder
         )
-    except BaseException:
+        heartbeat = Heartbeat(run.path / SUMMARY_FILE).__enter__()
+
+        # ---- per-step metrics, buffered on the device; gradient health every few steps
+        skip_nonfinite = config.train.on_nonfinite == "skip"
+        max_skips = config.train.max_consecutive_skips
+        evals: list[tuple[int, float, float]] = []
+        diagnostics = None
+        if config.diagnostics.every:
+            diagnostics = Diagnostics(
+                config.diagnostics,
+                names,
+                run.add_log(GRADS_FILE, GRADS_COLUMNS),
+                run.add_log(ALERTS_FILE, ALERTS_COLUMNS),
+                relu_hidden=config.model.activation == "relu",
+                on_alert=on_alert,
+            )
+
+        def report(log: StepLog) -> None:
+            if diagnostics is not None:
+                diagnostics.flush()
+            if on_progress is not None:
+                test_accuracy = evals[-1][2] if evals else None
+                on_progress(
+                    Progress(total_steps=total_steps, test_accuracy=test_accuracy, **log.last)
+                )
+
+        steplog = StepLog(
+            run.steps,
+            metrics,
+            pipeline.columns,
+            config.train.flush_every,
+            device,
+            use_scaler=use_scaler,
+            stop_on_nonfinite=not skip_nonfinite,
+            on_flush=report,
+        )
+        consecutive_skips = nonfinite_skips = 0
+
+        def run_eval(step: int, epoch: int) -> None:
+            model.eval()
+            loss, accuracy = evaluate(
+                model, data.test_x, data.test_y, config.train.eval_batch_size, amp_dtype
+            )
+            model.train()
+            evals.append((step, loss, accuracy))
+            run.evals.append([[step, epoch, loss, accuracy, steplog.elapsed()]])
+
+    except BaseException as exc:
+        if heartbeat is not None:
+            heartbeat.__exit__()
+        if run is not None:
+            run.close()
         stop.__exit__()
+        if isinstance(exc, OSError):  # a full disk, a quota, a read-only folder
+            where = run.path if run is not None else runs_dir
+            _mark_failed(run, f"cannot write the run folder: {exc}")
+            raise RunFolderError(
+                f"cannot write the run folder {where}: {exc.strerror or exc}"
+            ) from None
         raise
-    heartbeat = Heartbeat(run.path / SUMMARY_FILE).__enter__()
-
-    # ---- per-step metrics, buffered on the device; gradient health every few steps
-    skip_nonfinite = config.train.on_nonfinite == "skip"
-    max_skips = config.train.max_consecutive_skips
-    evals: list[tuple[int, float, float]] = []
-    diagnostics = None
-    if config.diagnostics.every:
-        diagnostics = Diagnostics(
-            config.diagnostics,
-            names,
-            run.add_log(GRADS_FILE, GRADS_COLUMNS),
-            run.add_log(ALERTS_FILE, ALERTS_COLUMNS),
-            relu_hidden=config.model.activation == "relu",
-            on_alert=on_alert,
-        )
-
-    def report(log: StepLog) -> None:
-        if diagnostics is not None:
-            diagnostics.flush()
-        if on_progress is not None:
-            test_accuracy = evals[-1][2] if evals else None
-            on_progress(Progress(total_steps=total_steps, test_accuracy=test_accuracy, **log.last))
-
-    steplog = StepLog(
-        run.steps,
-        metrics,
-        pipeline.columns,
-        config.train.flush_every,
-        device,
-        use_scaler=use_scaler,
-        stop_on_nonfinite=not skip_nonfinite,
-        on_flush=report,
-    )
-    consecutive_skips = nonfinite_skips = 0
-
-    def run_eval(step: int, epoch: int) -> None:
-        model.eval()
-        loss, accuracy = evaluate(
-            model, data.test_x, data.test_y, config.train.eval_batch_size, amp_dtype
-        )
-        model.train()
-        evals.append((step, loss, accuracy))
-        run.evals.append([[step, epoch, loss, accuracy, steplog.elapsed()]])
 
     # ---- the loop; every way out of it still ends in a truthful summary
     status, error, step, epoch = "completed", None, 0, 0
+    stop.arm()  # in the loop a second signal stops the run at once
     try:
         while step < total_steps and status == "completed":
             epoch += 1
@@ -360,6 +377,16 @@ def train(
         heartbeat.__exit__()
         stop.__exit__()
     return RunResult(path=run.path, summary=summary, model=model)
+
+
+def _mark_failed(run: RunWriter | None, error: str) -> None:
+    """Best effort: a run folder whose setup failed says so, if the disk still takes it."""
+    if run is None:
+        return
+    try:
+        run.write_summary({"status": "failed", "steps": 0, "error": error})
+    except OSError:
+        pass
 
 
 def _describe_failure(exc: BaseException, folder: Path) -> str:

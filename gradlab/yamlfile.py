@@ -83,19 +83,21 @@ def open_regular_file(
     return file
 
 
-def read_small_text_file(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+def read_small_text_file(
+    path: Path, max_bytes: int = MAX_CONFIG_BYTES, error: type[GradlabError] = ConfigError
+) -> str:
     """The UTF-8 text of a regular file of at most ``max_bytes`` (see :func:`open_regular_file`)."""
-    with open_regular_file(path, max_bytes) as file:
+    with open_regular_file(path, max_bytes, error) as file:
         try:
             data = file.read(max_bytes + 1)
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
     if len(data) > max_bytes:  # it grew after the check
-        raise ConfigError(f"{path}: more than the {max_bytes:,} bytes allowed")
+        raise error(f"{path}: more than the {max_bytes:,} bytes allowed")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
+        raise error(
             f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); is it a YAML file?"
         ) from None
 

@@ -197,13 +197,17 @@ def wait_for_runs(tmp_path: Path, count: int, rows: int = 5, timeout: float = 90
     raise AssertionError("the runs never started")
 
 
-def test_a_dying_worker_fails_only_its_own_run(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("sig", "name"),
+    [(signal.SIGKILL, "SIGKILL"), (signal.SIGRTMIN + 2, f"signal {signal.SIGRTMIN + 2}")],
+)
+def test_a_dying_worker_fails_only_its_own_run(tmp_path: Path, sig, name):
     proc = start_sweep(tmp_path, steps=6000)
     try:
         wait_for_runs(tmp_path, 2)
         workers = children(proc.pid)
         assert len(workers) == 2
-        os.kill(workers[0], signal.SIGKILL)  # the OOM killer, a segfault
+        os.kill(workers[0], sig)  # the OOM killer, a segfault, a signal without a name
         out, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
@@ -213,9 +217,11 @@ def test_a_dying_worker_fails_only_its_own_run(tmp_path: Path):
     statuses = sorted(r["status"] for r in record["runs"])
     assert statuses == ["done", "failed"]
     failed = next(r for r in record["runs"] if r["status"] == "failed")
-    assert "killed by SIGKILL" in failed["error"]
-    summary = json.loads((tmp_path / "runs" / "s" / failed["folder"] / "summary.json").read_text())
-    assert summary["status"] == "failed" and "SIGKILL" in summary["error"]
+    assert f"killed by {name}" in failed["error"]
+    folder = tmp_path / "runs" / "s" / failed["folder"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "failed" and name in summary["error"]
+    assert summary["steps"] == int(read_csv(folder / "steps.csv")[-1]["step"]) > 0  # kept
     assert b"1 done, 1 failed" in out and b"2 runs" in out  # the comparison is printed
 
 
@@ -365,3 +371,73 @@ def test_concurrent_json_writers_never_show_a_reader_half_a_file(tmp_path: Path)
     assert [w.returncode for w in writers] == [0, 0, 0], errors
     assert reads > 0 and broken == 0
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def _tiny_file_limit():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_a_disk_full_from_the_start_is_one_error_line(tmp_path: Path):
+    proc = start_training(tmp_path, preexec=_tiny_file_limit)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err.decode()
+    (line,) = err.decode().strip().splitlines()
+    assert line.startswith("error: cannot write the run folder") and "File too large" in line
+
+
+def test_odd_files_in_run_folders_never_hang_or_crash(tmp_path: Path, tiny_config):
+    import shutil
+
+    from gradlab.train import train
+
+    good = train(tiny_config(diagnostics={"every": 5}), tmp_path / "runs").path
+    fifo = tmp_path / "runs" / "fifo-steps"
+    shutil.copytree(good, fifo)
+    (fifo / "summary.json").write_text(json.dumps({"status": "running", "pid": 10**30}))
+    (fifo / "steps.csv").unlink()
+    os.mkfifo(fifo / "steps.csv")
+    huge = tmp_path / "runs" / "huge-numbers"
+    shutil.copytree(good, huge)
+    summary = json.loads((huge / "summary.json").read_text())
+    (huge / "summary.json").write_text(
+        json.dumps({**summary, "steps": 10**400, "alerts": {"vanishing": 10**400}})
+    )
+    zero = tmp_path / "runs" / "dev-zero"
+    shutil.copytree(good, zero)
+    (zero / "config.yaml").unlink()
+    (zero / "config.yaml").symlink_to("/dev/zero")
+    grads = (good / "grads.csv").read_text().splitlines()
+    (good / "grads.csv").write_text("\n".join([*grads, "1e400" + grads[1][grads[1].index(",") :]]))
+    code = "import sys\nfrom gradlab.cli import app\napp(sys.argv[1:])\n"
+    for args in (
+        ["compare", str(tmp_path / "runs"), "--no-group", "-f", "json"],
+        ["inspect", str(good)],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, timeout=60, text=True
+        )
+        assert "Traceback" not in out.stderr, out.stderr
+        assert out.returncode == 0, out.stderr
+    rows = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "compare",
+                str(tmp_path / "runs"),
+                "--no-group",
+                "-f",
+                "json",
+            ],
+            capture_output=True,
+            timeout=60,
+            text=True,
+        ).stdout
+    )
+    statuses = {r["run"]: r["status"] for r in rows}
+    assert statuses["fifo-steps"] == "crashed"  # an impossible PID is no live process
+    assert "dev-zero" not in statuses

@@ -176,7 +176,7 @@ def test_a_wrong_gradient_is_still_caught(monkeypatch):
     assert result.exit_code == 1 and "failed" in result.stdout
 
 
-@pytest.mark.parametrize("eps", ["inf", "nan", "0", "-1e-5", "0.5"])
+@pytest.mark.parametrize("eps", ["inf", "nan", "0", "-1e-5", "0.5", "1e-320"])
 def test_eps_must_be_a_small_positive_number(eps):
     config = Path(__file__).parents[1] / "configs" / "baseline.yaml"
     result = CliRunner().invoke(app, ["gradcheck", str(config), "--eps", eps])
