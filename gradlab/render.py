@@ -306,8 +306,8 @@ class SweepProgress:
             self.counts["running"] += 1
         else:
             self.counts["running"] = max(0, self.counts["running"] - 1)
-            self.counts["done" if run.status == "done" else "failed"] += 1
-            if run.status != "done":
+            self.counts["done" if run.status in ("done", "interrupted") else "failed"] += 1
+            if run.status not in ("done", "interrupted"):
                 self._progress.console.print(
                     f"[red]{escape(run.status)}:[/] {escape(run.name)} seed {run.seed}: "
                     f"{escape(str(run.error or ''))}",
