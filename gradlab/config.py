@@ -8,7 +8,6 @@ errors that list the valid keys at that level.
 from __future__ import annotations
 
 import copy
-import math
 import re
 import reprlib
 import typing
@@ -273,8 +272,6 @@ class Config(Section):
             return []
         if not isinstance(value, list):
             raise ConfigError(f"edit: must be a list of edits, got {_show(value)}")
-        for i, entry in enumerate(value):
-            _check_edit_entry(i, entry)
         return [parse_edit(i, entry) for i, entry in enumerate(value)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,47 +290,6 @@ class Config(Section):
                 that runs it (:func:`gradlab.train.resolved_setup`).
         """
         return experiment_key(self.to_dict(), resolved)
-
-
-def _check_edit_entry(position: int, entry: Any) -> None:
-    """The checks every section gets, for one edit before its strategy validates it: a
-    mapping with a short type name, numeric parameters finite and never true/false."""
-    from gradlab.editing import strategies
-
-    where = f"edit[{position}]"
-    if isinstance(entry, BaseModel):  # already parsed (a Config built from a Config)
-        return
-    if not isinstance(entry, dict):
-        raise ConfigError(
-            f"{where}: expected a mapping like {{type: clip_norm}}, got {_show(entry)}"
-        )
-    kind = entry.get("type")
-    if kind is not None and (not isinstance(kind, str) or len(kind) > 40):
-        raise ConfigError(
-            f"{where}.type: unknown edit type {_show(kind)}; see `gradlab strategies`"
-        )
-    strategy = strategies().get(kind) if kind is not None else None
-    fields = strategy.Params.model_fields if strategy else {}
-    for key, item in entry.items():
-        field = fields.get(key) if isinstance(key, str) else None
-        if field is None or not _is_number_field(field.annotation):
-            continue
-        if isinstance(item, bool):
-            raise ConfigError(
-                f"{where}.{key}: expected a number, not true/false (got {_show(item)})"
-            )
-        if _is_non_finite(item):
-            raise ConfigError(f"{where}.{key}: Input should be a finite number (got {_show(item)})")
-
-
-def _is_non_finite(value: Any) -> bool:
-    """inf or nan, as a float or as text that pydantic would read as one."""
-    if isinstance(value, str) and len(value) < 400:
-        try:
-            value = float(value)
-        except ValueError:
-            return False
-    return isinstance(value, float) and not math.isfinite(value)
 
 
 # --------------------------------------------------------------------------- loading

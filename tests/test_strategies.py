@@ -334,11 +334,13 @@ def test_replace_round_trips_with_its_alias():
 
 
 def numeric_parameters():
-    from gradlab.editing.base import _is_number
+    from gradlab.config import _is_number_field
 
     for name, cls in strategies().items():
         for key, field in cls.Params.model_fields.items():
-            if key not in ("start_step", "end_step", "every") and _is_number(field.annotation):
+            if key not in ("start_step", "end_step", "every") and _is_number_field(
+                field.annotation
+            ):
                 yield name, field.alias or key
 
 

@@ -8,7 +8,6 @@ training device, so the loop never waits for the device inside a step.
 from __future__ import annotations
 
 import fnmatch
-import typing
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from gradlab.config import FLOAT32_MAX, PARAMETER_NAMES, _show
+from gradlab.config import FLOAT32_MAX, PARAMETER_NAMES, _is_number_field, _show
 
 Tensors = dict[str, torch.Tensor]
 
@@ -29,11 +28,6 @@ Tensors = dict[str, torch.Tensor]
 def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of several tensors taken together (as if concatenated)."""
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
-
-
-def _is_number(annotation: Any) -> bool:
-    kinds = {annotation, *typing.get_args(annotation)}
-    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class EditParams(BaseModel):
@@ -50,7 +44,9 @@ class EditParams(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and _is_number(cls.model_fields[info.field_name].annotation):
+        if isinstance(value, bool) and _is_number_field(
+            cls.model_fields[info.field_name].annotation
+        ):
             raise ValueError("expected a number, not true/false")
         return value
 

@@ -29,8 +29,13 @@ def parse_edit(position: int, entry: Any) -> EditParams:
         )
     if "type" not in entry:
         raise ConfigError(f"{where}.type: required, but missing (see `gradlab strategies`)")
+    kind = entry["type"]
+    if kind is not None and (not isinstance(kind, str) or len(kind) > 40):
+        raise ConfigError(
+            f"{where}.type: unknown edit type {_show(kind)}; see `gradlab strategies`"
+        )
     try:
-        strategy = get_strategy(str(entry["type"]))
+        strategy = get_strategy(str(kind))
     except KeyError as exc:
         raise ConfigError(f"{where}.type: {exc.args[0]}") from None
     try:
