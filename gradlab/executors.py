@@ -142,9 +142,7 @@ def _worker_main(conn, threads: int, parent: int) -> None:
     step and ends the run as interrupted), and stops its run and exits when the sweep
     process is gone, so that no worker outlives its sweep.
     """
-    import signal
     import threading
-    import time
 
     import torch
 

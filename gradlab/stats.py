@@ -114,15 +114,10 @@ def _paired(a: list[float], b: list[float], level: float) -> Difference:
     if n < 2:
         return result
     if np.all(d == d[0]):  # no spread: scipy would divide by zero
-        result.ci_low = result.ci_high = result.delta
-        result.p_value = 1.0 if result.delta == 0 else 0.0
-        result.seeds_needed = math.nan if result.delta == 0 else 2
-        return result
+        return _without_spread(result)
     sd = float(d.std(ddof=1))
-    se = sd / math.sqrt(n)  # scipy.stats.ttest_rel: t = mean(d) / (sd(d) / sqrt(n)), df n - 1
-    result.p_value = t_two_sided_p(result.delta / se, n - 1)
-    half = t_quantile(0.5 + level / 2, n - 1) * se
-    result.ci_low, result.ci_high = result.delta - half, result.delta + half
+    # scipy.stats.ttest_rel: t = mean(d) / (sd(d) / sqrt(n)), df n - 1
+    _t_test(result, sd / math.sqrt(n), n - 1, level)
     result.seeds_needed = seeds_needed_paired(result.delta / sd)
     return result
 
@@ -131,21 +126,32 @@ def _welch(a: list[float], b: list[float], level: float) -> Difference:
     result = Difference("welch", float(np.mean(a) - np.mean(b)))
     if len(a) < 2 or len(b) < 2:
         return result
-    spread = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
-    if spread == 0:
-        result.ci_low = result.ci_high = result.delta
-        result.p_value = 1.0 if result.delta == 0 else 0.0
-        result.seeds_needed = math.nan if result.delta == 0 else 2
-        return result
+    var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))
+    if var_a == var_b == 0:
+        return _without_spread(result)
     # Welch (scipy.stats.ttest_ind, equal_var=False): Welch-Satterthwaite degrees of freedom
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    se = math.sqrt(va + vb)
+    va, vb = var_a / len(a), var_b / len(b)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    _t_test(result, math.sqrt(va + vb), df, level)
+    result.seeds_needed = seeds_needed_two_sample(result.delta / math.sqrt((var_a + var_b) / 2))
+    return result
+
+
+def _without_spread(result: Difference) -> Difference:
+    """No spread at all: p is 1 for a difference of exactly 0 and 0 otherwise; the interval
+    is the point; two seeds suffice to see a non-zero difference."""
+    result.ci_low = result.ci_high = result.delta
+    result.p_value = 1.0 if result.delta == 0 else 0.0
+    result.seeds_needed = math.nan if result.delta == 0 else 2
+    return result
+
+
+def _t_test(result: Difference, se: float, df: float, level: float) -> None:
+    """The two-sided p-value and the interval of ``result.delta`` with standard error
+    ``se`` and ``df`` degrees of freedom."""
     result.p_value = t_two_sided_p(result.delta / se, df)
     half = t_quantile(0.5 + level / 2, df) * se
     result.ci_low, result.ci_high = result.delta - half, result.delta + half
-    result.seeds_needed = seeds_needed_two_sample(result.delta / spread)
-    return result
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
