@@ -179,14 +179,19 @@ def run_status(summary: dict[str, Any], meta: dict[str, Any], path: Path | None 
     return status
 
 
+def _log_or_empty(load, path: Path) -> pd.DataFrame:
+    """A run's log, or an empty table when it is missing or unreadable."""
+    try:
+        return load(path)
+    except RunFolderError:
+        return pd.DataFrame()
+
+
 def figures_from_logs(path: Path) -> dict[str, float]:
     """The summary's figures, recomputed from a run's steps.csv and evals.csv: what a run
     that died without writing its summary (or one still running) has logged so far."""
     figures: dict[str, float] = {}
-    try:
-        steps = load_steps(path)
-    except RunFolderError:
-        steps = pd.DataFrame()
+    steps = _log_or_empty(load_steps, path)
     if len(steps) and "loss" in steps:
         figures["steps"] = float(steps["step"].iloc[-1])
         figures["final_train_loss"] = float(steps["loss"].tail(20).mean())
@@ -202,10 +207,7 @@ def figures_from_logs(path: Path) -> dict[str, float]:
             figures["steps_per_second"] = float(
                 steps["step"].iloc[-1] / steps["elapsed_s"].iloc[-1]
             )
-    try:
-        evals = load_evals(path)
-    except RunFolderError:
-        evals = pd.DataFrame()
+    evals = _log_or_empty(load_evals, path)
     if len(evals) and "test_accuracy" in evals:
         figures["final_test_accuracy"] = float(evals["test_accuracy"].iloc[-1])
         figures["best_test_accuracy"] = float(evals["test_accuracy"].max())

@@ -58,21 +58,27 @@ def wait_for_steps(folder_glob: Path, pattern: str, rows: int = 20, timeout: flo
     raise AssertionError("the run never logged steps")
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_sigterm_and_sighup_end_a_run_like_ctrl_c(tmp_path: Path, sig, code):
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_a_stop_signal_finishes_the_step_flushes_and_exits_128_plus_its_number(
+    tmp_path: Path, sig, code
+):
     proc = start_training(tmp_path)
     try:
         run = wait_for_steps(tmp_path / "runs", "tiny-*/steps.csv")
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == code, err.decode()
     assert b"Traceback" not in err
+    assert out.decode().strip() == str(run)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == sig.name
     steps = read_csv(run / "steps.csv")
     assert [int(r["step"]) for r in steps] == list(range(1, summary["steps"] + 1))
+    assert all(r["elapsed_s"] for r in steps)  # no half-written row
     assert int(read_csv(run / "evals.csv")[-1]["step"]) == summary["steps"]
 
 
@@ -412,32 +418,18 @@ def test_odd_files_in_run_folders_never_hang_or_crash(tmp_path: Path, tiny_confi
     grads = (good / "grads.csv").read_text().splitlines()
     (good / "grads.csv").write_text("\n".join([*grads, "1e400" + grads[1][grads[1].index(",") :]]))
     code = "import sys\nfrom gradlab.cli import app\napp(sys.argv[1:])\n"
-    for args in (
+    outputs = {}
+    for command, *args in (
         ["compare", str(tmp_path / "runs"), "--no-group", "-f", "json"],
         ["inspect", str(good)],
     ):
         out = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, timeout=60, text=True
+            [sys.executable, "-c", code, command, *args], capture_output=True, timeout=60, text=True
         )
         assert "Traceback" not in out.stderr, out.stderr
         assert out.returncode == 0, out.stderr
-    rows = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                code,
-                "compare",
-                str(tmp_path / "runs"),
-                "--no-group",
-                "-f",
-                "json",
-            ],
-            capture_output=True,
-            timeout=60,
-            text=True,
-        ).stdout
-    )
+        outputs[command] = out.stdout
+    rows = json.loads(outputs["compare"])
     statuses = {r["run"]: r["status"] for r in rows}
     assert statuses["fifo-steps"] == "crashed"  # an impossible PID is no live process
     assert "dev-zero" not in statuses
