@@ -336,19 +336,12 @@ def _print_comparison(paths: list[Path]) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file and a rename: an existing file is replaced whole or
     left as it was."""
-    import os
-
     from gradlab.errors import GradlabError
+    from gradlab.runlog import write_text_atomically
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomically(path, text)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise GradlabError(f"--output {path}: cannot write ({exc.strerror or exc})") from None
 
 

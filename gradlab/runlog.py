@@ -67,15 +67,14 @@ def create_run_folder(runs_dir: str | Path, name: str) -> Path:
     raise RunFolderError(f"could not find a free run folder name under {runs_dir}")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically: a temporary file of this writer's own (so concurrent writers
-    never rename each other's halves), flushed to disk, then renamed over ``path``. Readers
-    see the old file or the new one, never half of one.
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` atomically: a temporary file of this writer's own (so concurrent
+    writers never rename each other's halves), flushed to disk, then renamed over
+    ``path``. Readers see the old file or the new one, never half of one.
 
     Raises:
         OSError: the file cannot be written (the temporary file is removed).
     """
-    text = json.dumps(data, indent=2, default=str) + "\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -84,8 +83,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON with :func:`write_text_atomically`."""
+    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 HEARTBEAT_SECONDS = 10.0
