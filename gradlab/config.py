@@ -199,7 +199,8 @@ class TrainConfig(Section):
     amp_init_scale: float = Field(65536.0, ge=1, le=MAX_AMP_INIT_SCALE)
     """Initial loss scale of the GradScaler (fp16 only); from 1 to 2**64."""
     eval_every: int = Field(0, ge=0, le=MAX_COUNT)
-    """Evaluate on the test set every N steps; 0 = at the end of each epoch. Always at the end."""
+    """Evaluate on the test set every N steps; 0 = every epoch or every tenth of the run,
+    whichever is more often (at least 10 points). Always at the end."""
     eval_batch_size: int = Field(10000, ge=1, le=MAX_COUNT)
     """Batch size for evaluation (large: evaluation needs no gradients)."""
     flush_every: int = Field(100, ge=1, le=MAX_FLUSH_EVERY)

@@ -71,6 +71,12 @@ def learning_rate(cfg_optim, step: int, total_steps: int) -> float:
 
 
 @torch.inference_mode()
+def default_eval_every(steps_per_epoch: int, total_steps: int) -> int:
+    """``train.eval_every: 0``: evaluate every epoch or every tenth of the run, whichever is
+    more often (at least 10 test points per run), and always at the end."""
+    return max(1, min(steps_per_epoch, math.ceil(total_steps / 10)))
+
+
 def evaluate(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, amp_dtype
 ) -> tuple[float, float]:
@@ -181,7 +187,7 @@ def train(
         n_train = len(data.train_x)
         steps_per_epoch = math.ceil(n_train / opt.batch_size)
         total_steps = opt.max_steps or opt.epochs * steps_per_epoch
-        eval_every = config.train.eval_every
+        eval_every = config.train.eval_every or default_eval_every(steps_per_epoch, total_steps)
         full_log = config.train.log == "full"
         metrics = metric_columns(names, config.train.log, use_scaler)
 
@@ -198,6 +204,7 @@ def train(
             ),
             edits=pipeline.label(),
             steps_per_epoch=steps_per_epoch,
+            eval_every=eval_every,
             total_steps=total_steps,
         )
         columns = step_columns(metrics, pipeline.columns)
@@ -316,10 +323,7 @@ def train(
                 steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
                 if steplog.diverged_step is not None or consecutive_skips >= max_skips:
                     status = "diverged"
-                if status == "completed" and (
-                    (eval_every and step % eval_every == 0)
-                    or (not eval_every and step % steps_per_epoch == 0 and step < total_steps)
-                ):
+                if status == "completed" and step % eval_every == 0 and step < total_steps:
                     run_eval(step, epoch)
                 if stop.raised:
                     status = "interrupted"

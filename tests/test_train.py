@@ -13,7 +13,7 @@ from gradlab.config import config_from_dict, load_config
 from gradlab.environment import seed_everything
 from gradlab.model import TwoLayerNet
 from gradlab.runlog import create_run_folder
-from gradlab.train import learning_rate, train
+from gradlab.train import default_eval_every, learning_rate, train
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -156,8 +156,19 @@ def test_epochs_max_steps_and_partial_batches(tmp_path: Path, tiny_config):
         (5, 2),
         (6, 2),
     ]
-    assert [int(r["step"]) for r in read_csv(result.path / "evals.csv")] == [3, 6]
+    # eval_every 0: every epoch or every tenth of the run, whichever is more often
+    assert [int(r["step"]) for r in read_csv(result.path / "evals.csv")] == [1, 2, 3, 4, 5, 6]
     assert result.summary["epochs"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "total", "every"),
+    [(3, 6, 1), (40, 80, 8), (40, 400, 40), (600, 1200, 120), (7, 7000, 7), (1, 1, 1)],
+)
+def test_default_eval_interval_gives_ten_points_or_one_per_epoch(steps_per_epoch, total, every):
+    assert default_eval_every(steps_per_epoch, total) == every
+    points = len(range(every, total, every)) + 1  # and always the last step
+    assert points >= min(10, total)
 
 
 def test_learning_rate_schedules():
