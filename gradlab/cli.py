@@ -45,6 +45,31 @@ SetOption = Annotated[
 ]
 
 
+WidthOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Fit tables to N columns (default: the terminal's width; 100 on a pipe or in a "
+        "file). At least 40.",
+        show_default=False,
+    ),
+]
+
+
+def _check_width(width: int | None) -> None:
+    from gradlab.errors import GradlabError
+    from gradlab.layout import MIN_WIDTH
+
+    if width is not None and not MIN_WIDTH <= width <= 10_000:
+        raise GradlabError(f"--width {width}: use a number of columns from {MIN_WIDTH} to 10000")
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    if text is None:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn gradlab's user-facing errors into one line on stderr and their exit code."""
@@ -184,9 +209,27 @@ def compare(
     metrics: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated metric (or config) columns to show.", show_default=False
+            help="Comma-separated metrics to show instead of the default ones (the name, "
+            "edits, differing config keys and status stay).",
+            show_default=False,
         ),
     ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns to show, in this order, after the row names: any "
+            "column (metrics, config keys, edits, status, alerts.<kind>, steps_per_second).",
+            show_default=False,
+        ),
+    ] = None,
+    drop: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns to leave out.", show_default=False),
+    ] = None,
+    only_changed: Annotated[
+        bool,
+        typer.Option("--only-changed", help="Keep only the columns that differ between rows."),
+    ] = False,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -224,8 +267,13 @@ def compare(
         ),
     ] = False,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, csv, markdown or json.")
+        str, typer.Option("--format", "-f", help="table, csv, markdown, latex or json.")
     ] = "table",
+    width: WidthOption = None,
+    transpose: Annotated[
+        bool,
+        typer.Option("--transpose", help="Table: one column per row, one line per column."),
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -235,7 +283,17 @@ def compare(
     plot: Annotated[
         Path | None,
         typer.Option(
-            help="Also write a PNG: loss, test accuracy and gradient norm against step.",
+            help="Also write a figure (.png, .pdf or .svg): one line per row, a band over "
+            "seeds, in the panels of --panels.",
+            show_default=False,
+        ),
+    ] = None,
+    panels: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated plot panels: train_loss, test_loss, test_accuracy, "
+            "grad_norm, grad_norm_after, lr, edit_stats. Default: train_loss, "
+            "test_accuracy, grad_norm.",
             show_default=False,
         ),
     ] = None,
@@ -243,14 +301,14 @@ def compare(
     """Compare runs: one row per run, or per experiment with its mean and confidence
     interval over seeds; tests against a baseline."""
     from gradlab import compare as cmp
-    from gradlab import exports, render
+    from gradlab import exports
 
-    formats = ("table", "csv", "markdown", "json")
+    formats = ("table", "csv", "markdown", "latex", "json")
     with user_errors():
         if fmt not in formats:
             raise cmp.CompareError(f"--format {fmt!r}: use one of {', '.join(formats)}")
-        if plot is not None and plot.suffix.lower() != ".png":
-            raise cmp.CompareError(f"--plot {plot}: the file must end in .png")
+        _check_width(width)
+        chosen_panels = _check_plot(plot, panels)
         if spread not in ("ci", "std"):
             raise cmp.CompareError(f"--spread {spread!r}: use ci or std")
         if not 0 < ci < 1:
@@ -258,29 +316,64 @@ def compare(
                 f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95"
             )
         runs = _load_runs_or_fail(paths)
-        chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
         table = cmp.comparison(
-            runs, group, sort_by, ascending, chosen, baseline, test_metric=test_metric, ci=ci
+            runs,
+            group,
+            sort_by,
+            ascending,
+            _names(metrics),
+            baseline,
+            test_metric=test_metric,
+            ci=ci,
+            columns=_names(columns),
+            drop=_names(drop),
+            only_changed=only_changed,
         )
         if fmt in ("csv", "json"):
             text = exports.export(table, fmt)
         elif fmt == "markdown":
             text = exports.to_markdown(table, spread, power)
+        elif fmt == "latex":
+            from gradlab.latex import to_latex
+
+            text = to_latex(table, spread, power)
         else:
-            text = _render_table(runs, table, spread, power, width=None if output is None else 200)
+            text = _render_table(
+                runs, table, spread, power, width, transpose, plain=output is not None
+            )
         if text is not None:
             if output is None:
                 typer.echo(text, nl=False)
             else:
                 _write_atomically(output, text)
         if plot is not None:
-            from gradlab.plots import plot_comparison
+            _write_plot(table, plot, chosen_panels)
 
-            try:
-                plot_comparison(table, plot)
-            except OSError as exc:
-                raise cmp.CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
-            render.err_console.print(f"plot written to {plot}", highlight=False)
+
+def _check_plot(plot: Path | None, panels: str | None) -> list[str] | None:
+    """The panels asked for (checked), and the plot's suffix; errors name what is allowed."""
+    from gradlab.compare import CompareError
+
+    if panels is not None and plot is None:
+        raise CompareError("--panels needs --plot (the file to draw them in)")
+    if plot is None:
+        return None
+    from gradlab.plots import check_panels, check_plot_path
+
+    check_plot_path(plot)
+    return None if panels is None else check_panels(_names(panels))
+
+
+def _write_plot(table, plot: Path, panels: list[str] | None) -> None:
+    from gradlab import render
+    from gradlab.compare import CompareError
+    from gradlab.plots import plot_comparison
+
+    try:
+        plot_comparison(table, plot, panels=panels)
+    except OSError as exc:
+        raise CompareError(f"--plot {plot}: cannot write ({exc.strerror or exc})") from None
+    render.err_console.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
 
 
 def _load_runs_or_fail(paths: list[Path]):
@@ -307,30 +400,42 @@ def _load_runs_or_fail(paths: list[Path]):
     return runs
 
 
-def _render_table(runs, table, spread: str = "ci", power: bool = False, width: int | None = None):
-    """Print the comparison table (or, with ``width``, return it as plain text)."""
-    from gradlab import exports, render
+def _render_table(
+    runs,
+    table,
+    spread: str = "ci",
+    power: bool = False,
+    width: int | None = None,
+    transposed: bool = False,
+    plain: bool = False,
+):
+    """Print the comparison table fitted to the width (or, ``plain``, return its text)."""
+    from gradlab import exports, layout, render
 
     headers, rows, constants = exports.display(table, spread, power)
     title = f"{len(runs)} runs" + (f" in {len(table)} groups" if table.attrs["grouped"] else "")
-    text = render.comparison_text(
+    lines = layout.comparison_lines(
         headers,
         rows,
         constants,
         title,
-        width=width,
+        render.table_width(width),
         notes=exports.notes(table, spread),
         marked=exports.significant(table),
+        transposed=transposed,
     )
-    return text if width is not None else None
+    if plain:
+        return render.lines_text(lines)
+    render.print_lines(lines)
+    return None
 
 
-def _print_comparison(paths: list[Path]) -> None:
+def _print_comparison(paths: list[Path], width: int | None = None) -> None:
     """The default comparison table (seeds grouped when they repeat) of some runs."""
     from gradlab import compare as cmp
 
     runs = _load_runs_or_fail(paths)
-    _render_table(runs, cmp.comparison(runs))
+    _render_table(runs, cmp.comparison(runs), width=width)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -409,10 +514,12 @@ def inspect(
     plot: Annotated[
         Path | None,
         typer.Option(
-            help="Write a PNG of per-layer gradient norms over time (log scale).",
+            help="Write a figure (.png, .pdf or .svg) of per-layer gradient norms over time "
+            "(log scale).",
             show_default=False,
         ),
     ] = None,
+    width: WidthOption = None,
 ) -> None:
     """Gradient health of one run: per-layer statistics and the alerts that fired."""
     from gradlab import render
@@ -420,17 +527,20 @@ def inspect(
     from gradlab.inspection import layer_table, load_alerts, load_grads, plot_layers
 
     with user_errors():
-        if plot is not None and plot.suffix.lower() != ".png":
-            raise CompareError(f"--plot {plot}: the file must end in .png")
+        _check_width(width)
+        if plot is not None:
+            from gradlab.plots import check_plot_path
+
+            check_plot_path(plot)
         grads = load_grads(run)
         alerts = load_alerts(run)
-        render.print_inspection(run, layer_table(grads), alerts)
+        render.print_inspection(run, layer_table(grads), alerts, width)
         if plot is not None:
             try:
                 plot_layers(grads, plot, title=run.name)
             except OSError as exc:
                 raise CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
-            render.err_console.print(f"plot written to {plot}", highlight=False)
+            render.err_console.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -464,6 +574,7 @@ def sweep(
         int,
         typer.Option("--max-runs", min=1, help="Refuse sweeps that expand to more runs than this."),
     ] = 10_000,
+    width: WidthOption = None,
 ) -> None:
     """Run a grid of experiments in parallel and print the grouped comparison.
 
@@ -479,6 +590,7 @@ def sweep(
     from gradlab.sweep import describe, execute, load_sweep
 
     with user_errors():
+        _check_width(width)
         if executor not in ("local", "ray"):
             raise GradlabError(f"--executor {executor!r}: use local or ray")
         if executor == "ray":
@@ -530,7 +642,7 @@ def sweep(
     render.console.print(f"sweep {spec.name}: {line} -> {folder}", highlight=False, soft_wrap=True)
     if any(r.folder for r in spec.runs):
         with user_errors():
-            _print_comparison([folder])
+            _print_comparison([folder], width)
     failed = any(r.status not in ("done", "skipped", "interrupted") for r in spec.runs)
     if stopped_by:
         from gradlab.environment import signal_exit_code

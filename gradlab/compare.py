@@ -33,6 +33,8 @@ from gradlab.reading import (  # noqa: F401  (the public names of compare)
 )
 
 DEFAULT_SORT = "final_test_accuracy"
+# shown by default: every summary metric but the speed, which follows the machine's load
+DEFAULT_METRICS = [m for m in METRICS if m != "steps_per_second"]
 DEFAULT_CI = 0.95
 # config keys that the identity columns already show, or that differ by design within a group
 _SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name"}
@@ -171,6 +173,9 @@ def comparison(
     baseline: str | None = None,
     test_metric: str | None = None,
     ci: float = DEFAULT_CI,
+    columns: list[str] | None = None,
+    drop: list[str] | None = None,
+    only_changed: bool = False,
 ) -> pd.DataFrame:
     """The comparison table as a DataFrame with exactly the columns ``gradlab compare``
     exports (CSV, JSON), sorted.
@@ -181,7 +186,7 @@ def comparison(
             experiment has several seeds.
         sort_by: a column of the table (metric or config key).
         ascending: None = by the column's kind (see :func:`default_ascending`).
-        metrics: metric (or config) columns to show instead of :data:`METRICS`.
+        metrics: metric (or config) columns to show instead of :data:`DEFAULT_METRICS`.
         baseline: the reference row: a name, a run folder, or selectors
             (``optim.lr=0.1``, ``edits=none``, several joined by commas). Adds
             ``delta.<metric>``; grouped, also its interval, ``p_value``, ``p_adjusted``
@@ -189,6 +194,12 @@ def comparison(
             (see :mod:`gradlab.baseline`).
         test_metric: the metric the baseline is compared on (default: ``sort_by``).
         ci: the level of every confidence interval, in (0, 1).
+        columns: exactly these columns (any column: metrics, config keys, ``edits``,
+            ``status``, ``alerts.<kind>``, ...), after the rows' ``run``, ``name`` and
+            ``seed``; a metric brings its ``.std``/``.ci_*`` companions, ``baseline`` its
+            test columns.
+        drop: columns to leave out (with their companions).
+        only_changed: leave out every column whose value is the same in every row.
 
     Raises:
         CompareError: no runs, an unknown column, a bad level or baseline.
@@ -208,11 +219,18 @@ def comparison(
     else:
         table = df.copy()
         table[STATUS] = table[STATUS].where(table["duplicate_of"].isna(), "duplicate")
-    chosen = list(metrics) if metrics else [m for m in METRICS if m in table.columns]
+    chosen = list(metrics) if metrics else [m for m in DEFAULT_METRICS if m in table.columns]
     unknown = [m for m in [*chosen, sort_by] if m not in table.columns]
     if unknown:
-        valid = [c for c in table.columns if c not in _BOOKKEEPING and not c.endswith(_SUFFIXES)]
-        raise CompareError(f"unknown column {unknown[0]!r}; columns: {', '.join(valid)}")
+        raise CompareError(
+            f"unknown column {unknown[0]!r}; columns: {', '.join(_choosable(table))}"
+        )
+    for flag, names in (("--columns", columns), ("--drop", drop)):
+        bad = [c for c in names or () if c not in _choosable(table)]
+        if bad:
+            raise CompareError(
+                f"{flag} {bad[0]}: unknown column; columns: {', '.join(_choosable(table))}"
+            )
 
     differing = [
         c
@@ -222,13 +240,19 @@ def comparison(
         and c not in _SHOWN_ELSEWHERE
         and table[c].map(str).nunique() > 1  # map(str): NaN counts as a value of its own
     ]
-    columns = [*IDENTITY, *(["n"] if grouped else []), *differing]
-    for metric in chosen:
-        columns.append(metric)
-        columns += [f"{metric}{s}" for s in _SUFFIXES if grouped and f"{metric}{s}" in table]
-    if sort_by not in columns:
-        columns.append(sort_by)
-    columns.append(STATUS)
+
+    def with_companions(names: Iterable[str]) -> list[str]:
+        return [n for c in names for n in (c, *(f"{c}{s}" for s in _SUFFIXES)) if n in table]
+
+    if columns:
+        shown = [c for c in ("run", "name", "seed") if c not in columns]
+        shown += with_companions(columns)
+    else:
+        shown = [*IDENTITY, *(["n"] if grouped else []), *differing]
+        shown += with_companions(chosen)
+        if sort_by not in shown:
+            shown.append(sort_by)
+        shown.append(STATUS)
 
     order = default_ascending(sort_by) if ascending is None else ascending
     table = table.sort_values(sort_by, ascending=order, na_position="last", kind="stable")
@@ -244,18 +268,23 @@ def comparison(
             )
         reference = select_baseline(table, baseline)
         added = add_tests(table, df, reference, metric, grouped, ci)
-        if metric not in columns:
-            columns[-1:-1] = [
-                metric,
-                *(f"{metric}{s}" for s in _SUFFIXES if f"{metric}{s}" in table),
-            ]
+        if metric not in shown:
+            at = len(shown) - (shown[-1] == STATUS and not columns)
+            shown[at:at] = with_companions([metric])
         own = {metric, *(f"{metric}{s}" for s in _SUFFIXES)}
-        anchor = max(i for i, c in enumerate(columns) if c in own)
-        columns[anchor + 1 : anchor + 1] = added
+        anchor = max(i for i, c in enumerate(shown) if c in own)
+        shown[anchor + 1 : anchor + 1] = added
         table.attrs["baseline"] = reference
     elif test_metric is not None:
         raise CompareError("--test-metric needs --baseline (the group to compare against)")
-    out = table[list(dict.fromkeys(columns))].copy()
+    dropped = set(with_companions(drop or ()))
+    shown = [c for c in dict.fromkeys(shown) if c not in dropped]
+    if only_changed:  # a metric goes with its companions
+        base = {c: c.removesuffix(_suffix(c)) if c.endswith(_SUFFIXES) else c for c in shown}
+        shown = [
+            c for c in shown if base[c] in ("run", "name") or table[base[c]].map(str).nunique() > 1
+        ]
+    out = table[shown].copy()
     out.attrs.update(
         grouped=grouped,
         ci=ci,
@@ -265,6 +294,19 @@ def comparison(
         skipped=df.attrs.get("skipped", []),
     )
     return out
+
+
+def _suffix(column: str) -> str:
+    return next(s for s in _SUFFIXES if column.endswith(s))
+
+
+def _choosable(table: pd.DataFrame) -> list[str]:
+    """The columns ``--columns`` and ``--drop`` accept."""
+    return [
+        c
+        for c in table.columns
+        if (c not in _BOOKKEEPING or c in ("n", STATUS)) and not c.endswith(_SUFFIXES)
+    ]
 
 
 def _as_paths(runs: str | Path | Iterable[str | Path]) -> list[str | Path]:

@@ -5,13 +5,15 @@ Column names are never changed, whatever the format.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
 
 import pandas as pd
 
-from gradlab.compare import constant_columns
+from gradlab import numbers
+from gradlab.compare import constant_columns, is_config_column
 
 
 def _number(value: Any) -> Any:
@@ -49,30 +51,7 @@ def export(table: pd.DataFrame, fmt: str) -> str:
 
 SIGNIFICANCE = 0.05
 HIDDEN_SUFFIXES = (".std", ".ci_low", ".ci_high")
-
-
-def format_value(column: str, value: Any) -> str:
-    """Human text of one cell: 4 decimals for losses and accuracies, integers for counts,
-    two significant digits for p-values."""
-    value = _number(value)
-    if value is None:
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    metric = column.removeprefix("delta.")
-    if metric in ("steps", "n", "n_pairs", "seeds_needed") or (
-        metric == "seed" and float(value).is_integer()
-    ):
-        text = f"{value:.0f}"
-    elif metric in ("p_value", "p_adjusted"):
-        text = f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
-    elif metric == "steps_per_second":
-        text = f"{value:,.0f}"
-    elif "accuracy" in metric or "loss" in metric or metric.endswith("_frac"):
-        text = f"{value:.4f}"
-    else:
-        text = f"{value:.4g}"
-    return ("+" if column.startswith("delta.") and value >= 0 else "") + text
+P_VALUES = ("p_value", "p_adjusted")
 
 
 def significant(table: pd.DataFrame) -> list[bool]:
@@ -80,6 +59,63 @@ def significant(table: pd.DataFrame) -> list[bool]:
     if "p_adjusted" not in table.columns:
         return [False] * len(table)
     return [bool(p < SIGNIFICANCE) for p in table["p_adjusted"].fillna(1.0)]
+
+
+def _values(table: pd.DataFrame, column: str) -> list[Any]:
+    if column not in table.columns:
+        return [None] * len(table)
+    return [_number(v) for v in table[column]]
+
+
+def _half_widths(table: pd.DataFrame, column: str) -> list[Any]:
+    lows, highs = _values(table, f"{column}.ci_low"), _values(table, f"{column}.ci_high")
+    return [
+        None if low is None or high is None else (high - low) / 2
+        for low, high in zip(lows, highs, strict=True)
+    ]
+
+
+def column_cells(table: pd.DataFrame, column: str, spread: str = "ci") -> list[str]:
+    """The human text of one column, every row at one precision (:mod:`gradlab.numbers`).
+
+    A grouped measurement is ``mean ± u`` (``u`` the confidence half-width, or the standard
+    deviation with ``spread="std"``), a delta against the baseline ``delta [low, high]``,
+    a p-value two significant digits; config values and text as written.
+    """
+    values = _values(table, column)
+    numeric = pd.api.types.is_numeric_dtype(table[column]) and not pd.api.types.is_bool_dtype(
+        table[column]
+    )
+    if not numeric:
+        return ["-" if v is None else str(v) for v in values]
+    if column in P_VALUES:
+        return [numbers.p_value_text(v) for v in values]
+    if is_config_column(column):  # as the config says it: 0.1, 1e-05, 128
+        return [
+            "-" if v is None else format(v, "g") if isinstance(v, float) else str(v) for v in values
+        ]
+    delta = column.startswith("delta.")
+    if delta or spread == "ci":
+        shown = _half_widths(table, column)
+    else:
+        shown = _values(table, f"{column}.std")
+    fmt = numbers.column_format(values, shown, sign=delta)
+    cells = []
+    for value, u, (low, high) in zip(
+        values,
+        shown,
+        zip(_values(table, f"{column}.ci_low"), _values(table, f"{column}.ci_high"), strict=True),
+        strict=True,
+    ):
+        text = fmt(value)
+        if value is None:
+            pass
+        elif delta and low is not None and high is not None:
+            text += f" [{fmt(low)}, {fmt(high)}]"
+        elif not delta and u is not None:
+            text += f" ± {dataclasses.replace(fmt, sign=False)(u)}"
+        cells.append(text)
+    return cells
 
 
 def display(
@@ -90,7 +126,8 @@ def display(
     Grouped metrics become one cell: ``mean ± h`` with ``h`` the half-width of the
     confidence interval (``spread="ci"``) or the standard deviation (``"std"``); a delta
     against the baseline shows its interval ``[low, high]``; a significant ``p_adjusted``
-    gets a ``*``. ``seeds_needed`` is shown only with ``power``.
+    gets a ``*``. ``seeds_needed`` is shown only with ``power``. Every number of a column
+    has the precision its uncertainty calls for (:mod:`gradlab.numbers`).
     """
     marks = significant(table)
     table = table.copy(deep=False)
@@ -98,39 +135,26 @@ def display(
     columns = [c for c in table.columns if not c.endswith(HIDDEN_SUFFIXES)]
     if not power and "seeds_needed" in columns:
         columns.remove("seeds_needed")
-    if "name" in table.columns and not table[["name", "seed"]].astype(str).duplicated().any():
+    if (
+        "run" in columns
+        and "name" in table.columns
+        and "seed" in table.columns
+        and not table[["name", "seed"]].astype(str).duplicated().any()
+    ):
         columns.remove("run")  # the name (and seed) already tell the rows apart
-    constants = {
-        k: format_value(k, v)
-        for k, v in constant_columns(table[columns], keep=("status", "test", "p_adjusted")).items()
-    }
+    cells = {c: column_cells(table, c, spread) for c in columns}
+    constants = {}
+    for k in constant_columns(table[columns], keep=("status", "test", "p_adjusted")):
+        spread_free = not any(_values(table, f"{k}.std"))  # every run the same: no ± 0
+        constants[k] = cells[k][0].split(" ± ")[0] if spread_free else cells[k][0]
     shown = [c for c in columns if c not in constants]
-    rows = []
-    for mark, row in zip(marks, table.to_dict("records"), strict=True):
-        cells = []
-        for column in shown:
-            text = format_value(column, row[column])
-            if column.startswith("delta."):
-                low, high = (_number(row.get(f"{column}{s}")) for s in (".ci_low", ".ci_high"))
-                if low is not None and high is not None:
-                    text += f" [{format_value(column, low)}, {format_value(column, high)}]"
-            else:
-                text += _spread(row, column, spread)
-            if column == "p_adjusted" and mark:
-                text += " *"
-            cells.append(text)
-        rows.append(cells)
+    if "p_adjusted" in cells:
+        cells["p_adjusted"] = [
+            text + (" *" if mark else "")
+            for text, mark in zip(cells["p_adjusted"], marks, strict=True)
+        ]
+    rows = [[cells[c][i] for c in shown] for i in range(len(table))]
     return shown, rows, constants
-
-
-def _spread(row: dict[str, Any], column: str, spread: str) -> str:
-    if spread == "std":
-        std = _number(row.get(f"{column}.std"))
-        return "" if std is None else f" ± {format_value(column, std)}"
-    low, high = (_number(row.get(f"{column}{s}")) for s in (".ci_low", ".ci_high"))
-    if low is None or high is None:
-        return ""
-    return f" ± {format_value(column, (high - low) / 2)}"
 
 
 def notes(table: pd.DataFrame, spread: str = "ci") -> list[str]:

@@ -3,22 +3,20 @@ that imports rich."""
 
 from __future__ import annotations
 
-import os
+import sys
+import textwrap
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+
+from gradlab.layout import Line
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def wide_console() -> Console:
-    """The terminal's console; for a pipe or a log file (no width of its own) a wide one, so
-    that tables are not folded to 80 columns."""
-    return console if console.is_terminal else Console(width=max(console.width, 240))
 
 
 def print_error(message: str) -> None:
@@ -134,42 +132,39 @@ def _default(value: Any) -> str:
     return str(value)
 
 
-def comparison_text(
-    headers: list[str],
-    rows: list[list[str]],
-    constants: dict[str, str],
-    title: str,
-    width: int | None = None,
-    notes: list[str] = (),
-    marked: list[bool] | None = None,
-) -> Table | str:
-    """The comparison as a rich Table (printed) or, with ``width``, as plain text; rows in
-    ``marked`` (significant against the baseline) are bold, ``notes`` follow the table."""
-    table = Table(header_style="bold")
-    for header in headers:
-        numeric = header not in ("run", "name", "edits", "dataset", "status", "seed", "test")
-        table.add_column(escape(header), justify="right" if numeric else "left", overflow="fold")
-    for i, row in enumerate(rows):
-        bold = marked is not None and marked[i]
-        table.add_row(*(escape(cell) for cell in row), style="bold" if bold else None)
-    header_line = "   ".join(f"[dim]{escape(k)}:[/] {escape(v)}" for k, v in constants.items())
-    if width is None:
-        out = wide_console()
-        out.print(f"[bold]{escape(title)}[/]", soft_wrap=True)
-        if header_line:
-            out.print(header_line, soft_wrap=True)
-        out.print(table)
-        for line in notes:
-            out.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
-        return table
-    plain = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
-    plain.print(title, soft_wrap=True)
-    if header_line:
-        plain.print(header_line, soft_wrap=True)
-    plain.print(table)
-    for line in notes:
-        plain.print(line, soft_wrap=True)
-    return plain.export_text()
+PIPE_WIDTH = 100
+"""Width of the tables written to a pipe or a file (no terminal to measure)."""
+
+
+def table_width(width: int | None = None) -> int:
+    """``width``, else the terminal's, else :data:`PIPE_WIDTH`."""
+    if width is not None:
+        return width
+    return console.width if console.is_terminal else PIPE_WIDTH
+
+
+_STYLES = {"title": "bold", "header": "bold", "rule": "dim", "note": "dim", "constants": ""}
+
+
+def print_lines(lines: list[Line]) -> None:
+    """Lines from :mod:`gradlab.layout`: styled on a terminal, plain text on a pipe."""
+    if not console.is_terminal:
+        sys.stdout.write("".join(line.text + "\n" for line in lines))
+        sys.stdout.flush()
+        return
+    for line in lines:
+        style = "bold" if line.bold else _STYLES.get(line.kind, "")
+        console.print(
+            Text(line.text, style=style),
+            no_wrap=True,
+            overflow="ignore",
+            crop=False,
+            highlight=False,
+        )
+
+
+def lines_text(lines: list[Line]) -> str:
+    return "".join(line.text + "\n" for line in lines)
 
 
 def print_warning(message: str) -> None:
@@ -227,38 +222,36 @@ def print_gradcheck(report: dict[str, Any]) -> None:
         )
 
 
-def print_inspection(run: Any, layers: Any, alerts: Any) -> None:
-    """Per-layer first/last/min/max table and the alerts of one run."""
-    table = Table(title=f"gradient statistics of {run} (before edits)", title_justify="left")
-    for column in ("param", "stat", "first", "last", "min", "max", "max at step"):
-        text = column in ("param", "stat")
-        table.add_column(
-            column,
-            justify="left" if text else "right",
-            no_wrap=text,
-            min_width=12 if text else None,
-        )
-    previous = None
+def print_inspection(run: Any, layers: Any, alerts: Any, width: int | None = None) -> None:
+    """Per-layer first/last/min/max table and the alerts of one run, fitted to the width
+    (numbers whole, in 4 significant digits)."""
+    from gradlab import layout
+
+    width = table_width(width)
+    headers = ["param", "stat", "first", "last", "min", "max", "max at step"]
+    rows, previous = [], None
     for row in layers.to_dict("records"):
-        table.add_row(
-            row["param"] if row["param"] != previous else "",
-            row["stat"],
-            *(f"{row[k]:.4g}" for k in ("first", "last", "min", "max")),
-            "-" if row["argmax_step"] is None else str(row["argmax_step"]),
-            end_section=row["stat"] == "weight_norm",
+        rows.append(
+            [
+                row["param"] if row["param"] != previous else "",
+                row["stat"],
+                *(f"{row[k]:.4g}" for k in ("first", "last", "min", "max")),
+                "-" if row["argmax_step"] is None else str(row["argmax_step"]),
+            ]
         )
         previous = row["param"]
-    out = wide_console()
-    out.print(table)
+    lines = [
+        Line(t, "title") for t in layout.wrap(f"gradient statistics of {run} (before edits)", width)
+    ]
+    lines += layout.fit_table(headers, rows, width, keys=2)
     if alerts.empty:
-        out.print("no alerts")
-        return
-    table = Table(title=f"{len(alerts)} alerts", title_justify="left")
-    for column in ("step", "alert", "message"):
-        table.add_column(column)
-    for row in alerts.to_dict("records"):
-        table.add_row(str(row["step"]), row["alert"], escape(str(row["message"])))
-    out.print(table)
+        lines.append(Line("no alerts", "title"))
+    else:
+        lines.append(Line(f"{len(alerts)} alerts", "title"))
+        for row in alerts.to_dict("records"):
+            text = f"step {row['step']}  {row['alert']}: {row['message']}"
+            lines += [Line(t) for t in textwrap.wrap(text, width, subsequent_indent="    ")]
+    print_lines(lines)
 
 
 def print_alert(alert: Any) -> None:

@@ -230,8 +230,16 @@ def test_broken_folders_never_crash(study: Path, tmp_path: Path):
         (["--sort-by", "accuracy"], "unknown column 'accuracy'; columns: run, name"),
         (["--metrics", "final_test_accuracy,speed"], "unknown column 'speed'"),
         (["--baseline", "nobody"], "--baseline 'nobody' matches no row; names: "),
-        (["--format", "xml"], "--format 'xml': use one of table, csv, markdown, json"),
-        (["--plot", "out.svg"], "--plot out.svg: the file must end in .png"),
+        (["--format", "xml"], "--format 'xml': use one of table, csv, markdown, latex, json"),
+        (["--plot", "out.jpg"], "--plot out.jpg"),
+        (["--plot", "out.jpg"], ".png, .pdf or .svg"),
+        (["--columns", "final_test_accuracy,speed"], "--columns speed: unknown column; "),
+        (["--drop", "edits,nothing"], "--drop nothing: unknown column; columns: run, name"),
+        (["--plot", "o.png", "--panels", "train_loss,nope"], "--panels"),
+        (["--panels", "train_loss"], "--panels needs --plot"),
+        (["--width", "12"], "--width 12: use a number of columns from 40"),
+        (["--output", "/nonexistent/dir/t.txt"], "--output /nonexistent/dir/t.txt: cannot write"),
+        (["--plot", "/nonexistent/dir/p.pdf"], "--plot /nonexistent/dir/p.pdf: cannot write"),
     ],
 )
 def test_bad_choices_end_in_one_line(study: Path, args, message):

@@ -250,7 +250,7 @@ def test_grouped_table_has_intervals_and_tests_against_scipy(study: Path):
 
 def test_the_table_marks_significant_rows_and_explains_itself(study: Path):
     result = runner.invoke(
-        app, ["compare", str(study), "--baseline", "baseline", "--power"], env={"COLUMNS": "250"}
+        app, ["compare", str(study), "--baseline", "baseline", "--power", "--width", "250"]
     )
     assert result.exit_code == 0, result.output
     clip_line = next(line for line in result.stdout.splitlines() if "clip" in line)
