@@ -74,17 +74,25 @@ def layer_table(grads: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_layers(grads: pd.DataFrame, out: str | Path, title: str) -> Path:
-    """PNG of each parameter's gradient norm and update-to-weight ratio against step (log)."""
-    import matplotlib
+def plot_layers(
+    grads: pd.DataFrame, out: str | Path | None = None, title: str = ""
+) -> Path | Figure:  # noqa: F821 (matplotlib is imported only when plotting)
+    """Each parameter's gradient norm and update-to-weight ratio against step (log axes).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        grads: from :func:`load_grads`.
+        out: a ``.png``, ``.pdf`` or ``.svg`` file, written whole or not at all; None
+            returns the figure instead (to change in a notebook).
+        title: above both panels (the run's name).
 
-    from gradlab.plots import save_figure
+    Raises:
+        CompareError: an unsupported format.
+    """
+    from gradlab.plots import check_plot_path, new_figure, save_figure
 
-    out = Path(out)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    target = None if out is None else check_plot_path(out)
+    fig = new_figure(13, 4.8)
+    axes = fig.subplots(1, 2)
     for param, checks in grads.groupby("param", sort=False):
         axes[0].plot(checks["step"], checks["norm"], label=param)
         axes[1].plot(checks["step"], checks["update_ratio"], label=param)
@@ -97,5 +105,6 @@ def plot_layers(grads: pd.DataFrame, out: str | Path, title: str) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=9)
-    fig.suptitle(title)
-    return save_figure(fig, out)
+    if title:
+        fig.suptitle(title)
+    return fig if target is None else save_figure(fig, target)
