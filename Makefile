@@ -13,11 +13,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The study (configs/sweeps/editing-study.yaml): the baseline and one run per editing family,
-# 3 seeds each, on the offline MNIST sample, 2 runs at a time, then the grouped comparison and
-# its plot. Runs already completed in runs/editing-study/ are reused (add --rerun to redo).
+# 3 seeds each, on the offline MNIST sample, 2 runs at a time, then the grouped comparison, its
+# plot and the study report (one HTML file). Runs already completed in runs/editing-study/ are
+# reused (add --rerun to redo).
 run: $(STAMP)
 	$(BIN)/gradlab sweep configs/sweeps/editing-study.yaml --jobs 2
-	$(BIN)/gradlab compare runs/editing-study --plot runs/editing-study/comparison.png > /dev/null
+	$(BIN)/gradlab compare runs/editing-study --baseline edits=none \
+		--plot runs/editing-study/comparison.png > /dev/null
+	$(BIN)/gradlab report runs/editing-study --baseline edits=none \
+		-o runs/editing-study/report.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

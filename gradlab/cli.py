@@ -70,6 +70,114 @@ def _names(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+PathsArg = Annotated[
+    list[Path],
+    typer.Argument(help="Run folders, or folders that hold run folders.", show_default=False),
+]
+
+GroupOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--group/--no-group",
+        help="One row per experiment: the mean over its seeds with std and confidence "
+        "interval, n. "
+        "Default: on when some configuration has several seeds.",
+        show_default=False,
+    ),
+]
+
+SortOption = Annotated[
+    str,
+    typer.Option("--sort-by", help="Column to sort by (loss ascending, others descending)."),
+]
+
+AscendingOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--ascending/--descending", help="Override the sort direction.", show_default=False
+    ),
+]
+
+MetricsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated metrics to show instead of the default ones (the name, "
+        "edits, differing config keys and status stay).",
+        show_default=False,
+    ),
+]
+
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated columns to show, in this order, after the row names: any "
+        "column (metrics, config keys, edits, status, alerts.<kind>, steps_per_second).",
+        show_default=False,
+    ),
+]
+
+DropOption = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated columns to leave out.", show_default=False),
+]
+
+OnlyChangedOption = Annotated[
+    bool,
+    typer.Option("--only-changed", help="Keep only the columns that differ between rows."),
+]
+
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The reference row: a name, a run folder, or selectors such as "
+        "[bold]optim.lr=0.1[/] or [bold]edits=none[/] (comma-separated). Grouped, every other "
+        "row is tested against it (delta with its interval, paired or Welch t-test, "
+        "Holm-adjusted p).",
+        show_default=False,
+    ),
+]
+
+TestMetricOption = Annotated[
+    str | None,
+    typer.Option(
+        "--test-metric",
+        help="The metric compared with the baseline. Default: the --sort-by column.",
+        show_default=False,
+    ),
+]
+
+CiOption = Annotated[
+    float,
+    typer.Option("--ci", help="Level of the confidence intervals, between 0 and 1."),
+]
+
+SpreadOption = Annotated[
+    str,
+    typer.Option(
+        help="What ± shows in the table and Markdown: ci (half-width of the interval) or std."
+    ),
+]
+
+PowerOption = Annotated[
+    bool,
+    typer.Option(
+        "--power",
+        help="Show seeds_needed: seeds for 80% power at alpha 0.05 to detect each "
+        "row's difference to the baseline.",
+    ),
+]
+
+PanelsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated plot panels: train_loss, test_loss, test_accuracy, "
+        "grad_norm, grad_norm_after, lr, edit_stats. Default: train_loss, "
+        "test_accuracy, grad_norm.",
+        show_default=False,
+    ),
+]
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn gradlab's user-facing errors into one line on stderr and their exit code."""
@@ -182,90 +290,19 @@ def validate(config: ConfigArg, set_: SetOption = None) -> None:
 
 @app.command()
 def compare(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(help="Run folders, or folders that hold run folders.", show_default=False),
-    ],
-    group: Annotated[
-        bool | None,
-        typer.Option(
-            "--group/--no-group",
-            help="One row per experiment: the mean over its seeds with std and confidence "
-            "interval, n. "
-            "Default: on when some configuration has several seeds.",
-            show_default=False,
-        ),
-    ] = None,
-    sort_by: Annotated[
-        str,
-        typer.Option("--sort-by", help="Column to sort by (loss ascending, others descending)."),
-    ] = "final_test_accuracy",
-    ascending: Annotated[
-        bool | None,
-        typer.Option(
-            "--ascending/--descending", help="Override the sort direction.", show_default=False
-        ),
-    ] = None,
-    metrics: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated metrics to show instead of the default ones (the name, "
-            "edits, differing config keys and status stay).",
-            show_default=False,
-        ),
-    ] = None,
-    columns: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated columns to show, in this order, after the row names: any "
-            "column (metrics, config keys, edits, status, alerts.<kind>, steps_per_second).",
-            show_default=False,
-        ),
-    ] = None,
-    drop: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated columns to leave out.", show_default=False),
-    ] = None,
-    only_changed: Annotated[
-        bool,
-        typer.Option("--only-changed", help="Keep only the columns that differ between rows."),
-    ] = False,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            help="The reference row: a name, a run folder, or selectors such as "
-            "[bold]optim.lr=0.1[/] or [bold]edits=none[/] (comma-separated). Grouped, every other "
-            "row is tested against it (delta with its interval, paired or Welch t-test, "
-            "Holm-adjusted p).",
-            show_default=False,
-        ),
-    ] = None,
-    test_metric: Annotated[
-        str | None,
-        typer.Option(
-            "--test-metric",
-            help="The metric compared with the baseline. Default: the --sort-by column.",
-            show_default=False,
-        ),
-    ] = None,
-    ci: Annotated[
-        float,
-        typer.Option("--ci", help="Level of the confidence intervals, between 0 and 1."),
-    ] = 0.95,
-    spread: Annotated[
-        str,
-        typer.Option(
-            help="What ± shows in the table and Markdown: ci (half-width of the interval) or std."
-        ),
-    ] = "ci",
-    power: Annotated[
-        bool,
-        typer.Option(
-            "--power",
-            help="Show seeds_needed: seeds for 80% power at alpha 0.05 to detect each "
-            "row's difference to the baseline.",
-        ),
-    ] = False,
+    paths: PathsArg,
+    group: GroupOption = None,
+    sort_by: SortOption = "final_test_accuracy",
+    ascending: AscendingOption = None,
+    metrics: MetricsOption = None,
+    columns: ColumnsOption = None,
+    drop: DropOption = None,
+    only_changed: OnlyChangedOption = False,
+    baseline: BaselineOption = None,
+    test_metric: TestMetricOption = None,
+    ci: CiOption = 0.95,
+    spread: SpreadOption = "ci",
+    power: PowerOption = False,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="table, csv, markdown, latex or json.")
     ] = "table",
@@ -288,15 +325,7 @@ def compare(
             show_default=False,
         ),
     ] = None,
-    panels: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated plot panels: train_loss, test_loss, test_accuracy, "
-            "grad_norm, grad_norm_after, lr, edit_stats. Default: train_loss, "
-            "test_accuracy, grad_norm.",
-            show_default=False,
-        ),
-    ] = None,
+    panels: PanelsOption = None,
 ) -> None:
     """Compare runs: one row per run, or per experiment with its mean and confidence
     interval over seeds; tests against a baseline."""
@@ -309,26 +338,10 @@ def compare(
             raise cmp.CompareError(f"--format {fmt!r}: use one of {', '.join(formats)}")
         _check_width(width)
         chosen_panels = _check_plot(plot, panels)
-        if spread not in ("ci", "std"):
-            raise cmp.CompareError(f"--spread {spread!r}: use ci or std")
-        if not 0 < ci < 1:
-            raise cmp.CompareError(
-                f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95"
-            )
-        runs = _load_runs_or_fail(paths)
-        table = cmp.comparison(
-            runs,
-            group,
-            sort_by,
-            ascending,
-            _names(metrics),
-            baseline,
-            test_metric=test_metric,
-            ci=ci,
-            columns=_names(columns),
-            drop=_names(drop),
-            only_changed=only_changed,
-        )
+        runs, table = _comparison(
+            paths, group, sort_by, ascending, metrics, columns, drop, only_changed,
+            baseline, test_metric, ci, spread,
+        )  # fmt: skip
         if fmt in ("csv", "json"):
             text = exports.export(table, fmt)
         elif fmt == "markdown":
@@ -348,6 +361,85 @@ def compare(
                 _write_atomically(output, text)
         if plot is not None:
             _write_plot(table, plot, chosen_panels)
+
+
+def _comparison(
+    paths, group, sort_by, ascending, metrics, columns, drop, only_changed, baseline,
+    test_metric, ci, spread,
+):  # fmt: skip
+    """The runs and their comparison table from the options compare and report share."""
+    from gradlab import compare as cmp
+
+    if spread not in ("ci", "std"):
+        raise cmp.CompareError(f"--spread {spread!r}: use ci or std")
+    if not 0 < ci < 1:
+        raise cmp.CompareError(
+            f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95"
+        )
+    runs = _load_runs_or_fail(paths)
+    table = cmp.comparison(
+        runs,
+        group,
+        sort_by,
+        ascending,
+        _names(metrics),
+        baseline,
+        test_metric=test_metric,
+        ci=ci,
+        columns=_names(columns),
+        drop=_names(drop),
+        only_changed=only_changed,
+    )
+    return runs, table
+
+
+@app.command()
+def report(
+    paths: PathsArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The HTML file to write (self-contained).", dir_okay=False
+        ),
+    ] = Path("report.html"),
+    title: Annotated[
+        str | None, typer.Option(help="The report's title.", show_default=False)
+    ] = None,
+    group: GroupOption = None,
+    sort_by: SortOption = "final_test_accuracy",
+    ascending: AscendingOption = None,
+    metrics: MetricsOption = None,
+    columns: ColumnsOption = None,
+    drop: DropOption = None,
+    only_changed: OnlyChangedOption = False,
+    baseline: BaselineOption = None,
+    test_metric: TestMetricOption = None,
+    ci: CiOption = 0.95,
+    spread: SpreadOption = "ci",
+    power: PowerOption = False,
+    panels: PanelsOption = None,
+) -> None:
+    """Write a study report: one self-contained HTML file with the comparison and its
+    statistics, the plots, each group's per-layer gradient health, configs and commands."""
+    from gradlab.plots import check_panels
+    from gradlab.report import write_report
+
+    with user_errors():
+        chosen_panels = None if panels is None else check_panels(_names(panels))
+        _, table = _comparison(
+            paths, group, sort_by, ascending, metrics, columns, drop, only_changed,
+            baseline, test_metric, ci, spread,
+        )  # fmt: skip
+        write_report(
+            table,
+            output,
+            spread=spread,
+            power=power,
+            panels=chosen_panels,
+            title=title,
+            command=["gradlab", *sys.argv[1:]],
+        )
+    typer.echo(f"report written to {output}")
 
 
 def _check_plot(plot: Path | None, panels: str | None) -> list[str] | None:
