@@ -1,0 +1,177 @@
+"""The gradient health of one row of a study report: per parameter, the statistics of its
+runs' ``grads.csv`` (averaged over the runs) as a table and a small figure, and the alerts
+the runs raised. Pure pandas; matplotlib is imported only when a figure is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from gradlab.errors import GradlabError
+from gradlab.inspection import layer_table, load_alerts, load_grads
+from gradlab.report_page import count, esc, figure, figure_uri
+from gradlab.runlog import GRADS_FILE
+
+HEALTH = {  # column of layer_health: (statistic of grads.csv, value over the run)
+    "norm_first": ("norm", "first"),
+    "norm_last": ("norm", "last"),
+    "ratio_first": ("update_ratio", "first"),
+    "ratio_last": ("update_ratio", "last"),
+    "zero_frac_last": ("zero_frac", "last"),
+    "max_abs_max": ("max_abs", "max"),
+    "weight_norm_last": ("weight_norm", "last"),
+}
+DEAD_HINT = 0.5  # a zero fraction from here on is flagged: dead ReLU units (or masked entries)
+
+
+def health_section(paths: list[str], title: str) -> str:
+    """The "Gradient health" block of a row whose runs are ``paths``: its table, its figure
+    (captioned ``title``) and its alerts, or why there are none."""
+    frames, missing = [], []
+    for path in paths:
+        try:
+            grads = load_grads(path)
+        except GradlabError as exc:
+            missing.append(str(exc))
+            continue
+        if len(grads):
+            frames.append(grads)
+        else:
+            missing.append(f"{path}: {GRADS_FILE} holds no checks yet")
+    parts = ["<h4>Gradient health</h4>"]
+    if frames:
+        health = layer_health(frames)
+        steps = sorted(set(pd.concat(frames)["step"]))
+        parts.append(
+            f'<p class="muted">per parameter, mean over {count(len(frames), "run")}; checks '
+            f"at steps {steps[0]:g} to {steps[-1]:g} ({count(len(steps), 'check')})</p>"
+        )
+        parts.append(_health_table(health))
+        parts.append(figure(_layer_figure(frames), title))
+    parts += [f'<p class="notes">no gradient statistics: {esc(m)}</p>' for m in missing]
+    if frames:  # without diagnostics, no alert could fire: "none" would say too much
+        parts.append(_alerts(paths))
+    return f'<div class="health">{"".join(parts)}</div>'
+
+
+def layer_health(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per parameter (in the order of grads.csv): the :data:`HEALTH` figures of each
+    run's ``grads.csv``, averaged over the runs."""
+    per_run = []
+    for grads in frames:
+        layers = layer_table(grads).set_index(["param", "stat"])
+        per_run.append(
+            pd.DataFrame(
+                {k: layers[which].xs(stat, level="stat") for k, (stat, which) in HEALTH.items()}
+            )
+        )
+    return pd.concat(per_run).groupby(level=0, sort=False).mean()
+
+
+def _health_table(health: pd.DataFrame) -> str:
+    def number(value: float) -> str:
+        return "-" if pd.isna(value) else f"{value:.3g}"
+
+    head = (
+        "<tr><th>parameter</th><th class=num>grad norm, first → last</th>"
+        "<th class=num>update ratio, first → last</th><th class=num>zero frac (last)</th>"
+        "<th class=num>max |g|</th><th class=num>weight norm (last)</th></tr>"
+    )
+    rows = []
+    for param, h in health.iterrows():
+        zero = h["zero_frac_last"]
+        warn = ' class="num warn"' if zero >= DEAD_HINT else ' class="num"'
+        rows.append(
+            f"<tr><td><code>{esc(param)}</code></td>"
+            f'<td class="num">{number(h["norm_first"])} → {number(h["norm_last"])}</td>'
+            f'<td class="num">{number(h["ratio_first"])} → {number(h["ratio_last"])}</td>'
+            f"<td{warn}>{'-' if pd.isna(zero) else f'{zero:.1%}'}</td>"
+            f'<td class="num">{number(h["max_abs_max"])}</td>'
+            f'<td class="num">{number(h["weight_norm_last"])}</td></tr>'
+        )
+    note = (
+        '<p class="notes">zero frac: share of gradient entries exactly zero at the last check '
+        f"(from {DEAD_HINT:.0%}, flagged: dead ReLU units, or masked entries); update ratio: "
+        "||lr g|| / ||w||</p>"
+    )
+    return (
+        f'<div class="scroll"><table class="layers"><thead>{head}</thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{note}"
+    )
+
+
+def _layer_figure(frames: list[pd.DataFrame]) -> str:
+    """Each parameter's gradient norm and update ratio against step (mean over the runs),
+    as a data URI. Made outside pyplot (a notebook's backend is left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = ["norm", "update_ratio"]
+    grads = pd.concat(frames).groupby(["param", "step"], sort=False)[columns].mean()
+    fig = Figure(figsize=(8.5, 2.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    # placed by hand: constrained layout would double the time these small figures take
+    fig.subplots_adjust(left=0.08, right=0.84, bottom=0.17, top=0.88, wspace=0.28)
+    for param, checks in grads.reset_index().groupby("param", sort=False):
+        checks = checks.sort_values("step")
+        marker = "o" if len(checks) <= 30 else None
+        for ax, column in zip(axes, columns, strict=True):
+            ax.plot(checks["step"], checks[column], label=param, marker=marker, ms=2.5, lw=1.2)
+    for ax, column, name in zip(axes, columns, ("gradient norm", "update ratio"), strict=True):
+        ax.set_title(f"{name} (mean over runs)", fontsize=9, y=1, pad=4)  # y: no auto-place
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(which="both", labelsize=7)
+        ax.grid(alpha=0.3)
+        if (grads[column] > 0).any():
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(_plain_log_formatter())
+            ax.yaxis.set_minor_formatter(_plain_log_formatter(labelOnlyBase=False))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=7)
+    return figure_uri(fig)
+
+
+def _plain_log_formatter(**options: Any) -> Any:
+    """matplotlib's choice of the log ticks to label, written as plain numbers (``0.05``,
+    not 5x10^-2): shorter, and no mathtext to lay out (half the time of a small figure)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+    return Plain(**options)
+
+
+def _alerts(paths: list[str]) -> str:
+    frames = []
+    for path in paths:
+        try:
+            alerts = load_alerts(path)
+        except GradlabError:
+            continue
+        if len(alerts):
+            frames.append(alerts.assign(run=path))
+    if not frames:
+        return '<p class="muted">alerts: none</p>'
+    alerts = pd.concat(frames, ignore_index=True)
+    counts = alerts.groupby(["alert", "param"], sort=False, dropna=False).agg(
+        count=("step", "size"),
+        runs=("run", "nunique"),
+        first=("step", "min"),
+        message=("message", "first"),
+    )
+    rows = "".join(
+        f"<tr><td>{esc(alert)}</td><td><code>{esc(param)}</code></td>"
+        f'<td class="num">{c["count"]}</td><td class="num">{c["runs"]} of {len(paths)}</td>'
+        f'<td class="num">{c["first"]:g}</td><td class="wrap">{esc(c["message"])}</td></tr>'
+        for (alert, param), c in counts.iterrows()
+    )
+    return (
+        '<h4>Alerts</h4><div class="scroll"><table class="alerts"><thead><tr><th>alert</th>'
+        "<th>parameter</th><th class=num>count</th><th class=num>runs</th>"
+        f"<th class=num>first step</th><th>first message</th></tr></thead><tbody>{rows}</tbody>"
+        "</table></div>"
+    )
