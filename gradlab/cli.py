@@ -15,10 +15,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 import gradlab
 
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Command-line mistakes (an unknown option, a value of the wrong type, a directory given
+    for a file) end like every other bad input: one ``error:`` line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:  # typer vendors click from 0.2x on
+            from typer._click import exceptions
+        except ImportError:  # pragma: no cover - older typer
+            from click import exceptions
+
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except exceptions.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help())
+            sys.exit(exc.exit_code)
+        except exceptions.ClickException as exc:
+            from gradlab.render import print_error
+
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            print_error(exc.format_message().rstrip(".") + hint)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="gradlab",
     help="Study what happens when you edit gradients during training.",
     rich_markup_mode="rich",

@@ -152,6 +152,22 @@ def test_missing_file(tmp_path: Path):
     assert_one_line_error(result, "nope.yaml: no such file", runs)
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["compare", ".", "--bogus"], "No such option: --bogus"),
+        (["compare", ".", "--width", "wide"], "Invalid value for '--width'"),
+        (["train"], "Missing argument 'config' (see gradlab train --help)"),
+        (["trian"], "No such command 'trian'"),
+        (["train", "."], "is a directory (see gradlab train --help)"),
+    ],
+)
+def test_command_line_mistakes_end_in_one_line(tmp_path: Path, args, expected):
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, args)
+    assert_one_line_error(result, expected, runs)
+
+
 def test_set_without_equals(tmp_path: Path):
     config = write_config(tmp_path, tiny())
     runs = tmp_path / "runs"

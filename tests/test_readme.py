@@ -76,3 +76,24 @@ def test_comparison_columns_are_documented():
 
     for column in [*IDENTITY, *METRICS, STATUS, "n"]:
         assert f"`{column}`" in README, column
+
+
+def test_every_command_and_option_is_documented():
+    import typer.main
+
+    from gradlab.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        assert f"gradlab {name}" in README, name
+        for param in command.params:
+            for flag in [*param.opts, *param.secondary_opts]:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"{flag}" in README, (name, flag)
+
+
+def test_every_local_image_and_link_exists():
+    root = Path(__file__).parents[1]
+    for target in re.findall(r"\]\(([^)#]+)\)", README):
+        if not target.startswith(("http://", "https://")):
+            assert (root / target).exists(), target

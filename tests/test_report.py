@@ -357,3 +357,30 @@ def test_the_printed_page_cuts_nothing_off(browser, report_file: Path):
     assert overflow(page, "#comparison .scroll") == [0]
     assert trouble == []
     page.close()
+
+
+def test_the_report_command_writes_the_page_and_refuses_bad_input(study: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from gradlab.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "study.html"
+    result = runner.invoke(app, ["report", str(study), "--baseline", "plain", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"report written to {out}"
+    html = out.read_text()
+    assert "gradlab report" in html and "delta.<wbr>final_<wbr>test_<wbr>accuracy" in html
+    kept = out.read_text()
+    for args, message in [
+        (["--panels", "train_loss,nope"], "--panels nope: unknown panel"),
+        (["--columns", "nothing"], "--columns nothing: unknown column"),
+        (["--baseline", "nobody"], "--baseline 'nobody' matches no row"),
+        (["-o", str(tmp_path / "missing" / "r.html")], "cannot write"),
+        (["-o", str(tmp_path)], "is a directory"),
+    ]:
+        bad = runner.invoke(app, ["report", str(study), "-o", str(out), *args])
+        assert bad.exit_code == 2, (args, bad.output)
+        (line,) = bad.stderr.strip().splitlines()
+        assert line.startswith("error: ") and message in line, line
+    assert out.read_text() == kept  # nothing already written is lost
