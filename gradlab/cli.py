@@ -670,8 +670,34 @@ def sweep(
     sweep_file: Annotated[
         Path, typer.Argument(help="Sweep file (YAML).", show_default=False, dir_okay=False)
     ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override a config key in every run (over the file's set, entries and "
+            "grid), e.g. [bold]--set optim.epochs=1[/]; parsed as YAML. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            metavar="KEY=V1,V2,...",
+            help="Add a grid axis crossing every entry (or replace the file's axis of that "
+            "key), e.g. [bold]--grid optim.lr=0.1,0.5[/]; each value parsed as YAML. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the expanded runs; create nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the runs (names, count, what varies); create nothing."
+        ),
     ] = False,
     executor: Annotated[str, typer.Option(help="local (worker processes) or ray.")] = "local",
     jobs: Annotated[
@@ -720,10 +746,9 @@ def sweep(
 
             if importlib.util.find_spec("ray") is None:
                 raise GradlabError("--executor ray needs Ray: pip install 'gradlab[ray]'")
-        spec = load_sweep(sweep_file, max_runs=max_runs)
+        spec = load_sweep(sweep_file, max_runs=max_runs, sets=set_ or [], grids=grid or [])
         if dry_run:
-            typer.echo(describe(spec), nl=False)
-            typer.echo(f"# {len(spec.runs)} runs -> {runs_dir / spec.name}/", err=True)
+            typer.echo(describe(spec, runs_dir / spec.name), nl=False)
             raise typer.Exit(0)
         import signal
 

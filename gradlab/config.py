@@ -40,7 +40,7 @@ from gradlab.yamlfile import (  # noqa: F401  (the limits are part of config's p
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
 # Limits on what a config may hold (README "Limits"); those on files and YAML are in
 # gradlab.yamlfile.
@@ -260,7 +260,8 @@ class Config(Section):
     def _check_name(cls, value: str) -> str:
         if not _NAME_PATTERN.match(value) or len(value) > 100:
             raise ValueError(
-                "must start with a letter or digit and use only letters, digits, '.', '_', '-'"
+                "must start with a letter or digit and use only letters, digits, '.', '_', "
+                "'-', '=', '+'"
             )
         return value
 

@@ -17,7 +17,7 @@ from gradlab.config import Config, config_from_dict
 from gradlab.errors import GradlabError
 
 if TYPE_CHECKING:
-    from gradlab.sweep import PlannedRun
+    from gradlab.plan import PlannedRun
 
 
 # --------------------------------------------------------------------------- one run

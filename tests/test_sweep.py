@@ -38,7 +38,7 @@ def test_expansion_is_list_times_grid_times_seeds(tmp_path):
     first = sweep.runs[0]
     assert first.overrides == {
         "optim.momentum": 0.5,
-        "name": "a",
+        "name": "a-hidden=8-lr=0.01",  # the entry's name and the grid values that vary
         "optim.lr": 0.01,
         "model.hidden": 8,
         "seed": 0,
@@ -49,14 +49,18 @@ def test_expansion_is_list_times_grid_times_seeds(tmp_path):
     assert [r.seed for r in sweep.runs[:4]] == [0, 1, 0, 1]
     assert len({(r.hash, r.seed) for r in sweep.runs}) == len(sweep.runs)  # distinct runs
     assert len({r.hash for r in sweep.runs}) == 12  # the experiments: one hash for both seeds
-    b = [r for r in sweep.runs if r.name == "b"]
+    b = [r for r in sweep.runs if r.name.startswith("b-")]
     assert all(r.config["edit"][0]["type"] == "clip_norm" for r in b) and len(b) == 12
 
 
 def test_a_whole_pipeline_is_one_axis_and_names_default_to_the_sweep(tmp_path):
     pipelines = [[], [{"type": "clip_norm", "max_norm": 1.0}], [{"type": "noise", "sigma": 0.01}]]
     sweep = load_sweep(write_sweep(tmp_path, grid={"edit": pipelines}))
-    assert [r.name for r in sweep.runs] == ["s-0", "s-1", "s-2"]
+    assert [r.name for r in sweep.runs] == [
+        "s-edit=none",
+        "s-edit=clip_norm_1",
+        "s-edit=noise_0.01",
+    ]
     assert [len(r.config["edit"]) for r in sweep.runs] == [0, 1, 1]
 
 
@@ -67,7 +71,11 @@ def test_invalid_expansions_are_reported_together(tmp_path):
     message = str(info.value)
     assert "3 of 3 runs are invalid" in message
     lines = message.splitlines()[1:]
-    assert [line.split(":")[0] for line in lines] == ["run 0", "run 1", "run 2"]
+    assert [line.split(":")[0] for line in lines] == [
+        "run 0 (s-lr=0.1)",
+        "run 1 (s-lr=-1)",
+        "run 2 (s-lr=0)",
+    ]
     assert (
         "optim.lrr: unknown key" in lines[0]
         and "optim.lr: Input should be greater than 0" in lines[1]
@@ -75,7 +83,7 @@ def test_invalid_expansions_are_reported_together(tmp_path):
     path = write_sweep(tmp_path, grid={"optim.lr": [0.1, -1.0]})
     with pytest.raises(
         ConfigError,
-        match=r"1 of 2 runs are invalid:\nrun 1: optim.lr: Input should be greater than 0",
+        match=r"1 of 2 runs are invalid:\nrun 1 \(s-lr=-1\): optim.lr: Input should be greater than 0",
     ):
         load_sweep(path)
     for bad, message in [
@@ -93,13 +101,18 @@ def test_dry_run_prints_runs_and_creates_nothing(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, grid={"optim.lr": [0.01, 0.1]}, seeds=[0, 1, 2])
     result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
     assert result.exit_code == 0
-    assert len(result.stdout.splitlines()) == 6 and "6 runs" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "# 6 runs = 1 entry x 2 grid points x 3 seeds; 2 experiments -> runs/s/"
+    assert lines[1] == "# varies: optim.lr, seed"
+    assert [line.split()[1:4] for line in lines[2:]] == [
+        [f"s-lr={lr}", "seed", str(seed)] for lr in ("0.01", "0.1") for seed in (0, 1, 2)
+    ]
     assert not (tmp_path / "runs").exists()
     bad = write_sweep(tmp_path, grid={"optim.lr": [-1]})
     result = runner.invoke(app, ["sweep", str(bad), "--dry-run"])
     assert (
         result.exit_code == 2
-        and "run 0: optim.lr" in result.stderr
+        and "run 0 (s): optim.lr" in result.stderr
         and "Traceback" not in result.output
     )
 
@@ -221,7 +234,7 @@ def test_ctrl_c_stops_the_sweep_and_records_what_did_not_finish(tmp_path):
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            started = list((runs / "s").glob("s-0-*/steps.csv"))
+            started = list((runs / "s").glob("s-2*/steps.csv"))  # named after the sweep
             if started and len(started[0].read_text().splitlines()) > 5:
                 break
             time.sleep(0.2)
@@ -304,7 +317,7 @@ def test_logging_settings_do_not_retrain_but_a_real_change_does(tmp_path):
                     "model.hidden": [8] * 100,
                 }
             },
-            "the sweep expands to 1,000,000 runs (1,000,000 variants x 1 seeds), more than the limit of 10,000",
+            "the sweep expands to 1,000,000 runs, more than the limit of 10,000",
         ),
     ],
 )
@@ -319,6 +332,6 @@ def test_hostile_sweeps_end_in_one_line_and_create_nothing(tmp_path, sweep, mess
 def test_max_runs_can_be_raised(tmp_path):
     path = write_sweep(tmp_path, grid={"optim.lr": [0.1, 0.2, 0.3]}, seeds=[0, 1])
     result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--max-runs", "5"])
-    assert result.exit_code == 2 and "6 runs (3 variants x 2 seeds)" in result.stderr
+    assert result.exit_code == 2 and "expands to 6 runs, more than the limit of 5" in result.stderr
     result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--max-runs", "6"])
-    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 6
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2 + 6

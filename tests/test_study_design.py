@@ -1,0 +1,199 @@
+"""Sweeps shaped like studies: --set and --grid on the command line, comma lists, grids and
+seeds per arm, names that say what varies, their errors, and the default study's effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny
+from typer.testing import CliRunner
+
+from gradlab.cli import app
+from gradlab.compare import comparison
+from gradlab.errors import ConfigError
+from gradlab.plan import load_sweep, run_name, short_keys, split_values, value_text
+from gradlab.sweep import execute
+
+runner = CliRunner()
+ROOT = Path(__file__).parents[1]
+CLIP = [{"type": "clip_norm", "max_norm": 1.0}]
+
+
+def write_sweep(folder: Path, **sweep) -> Path:
+    (folder / "base.yaml").write_text(yaml.safe_dump(tiny(optim={"max_steps": 6})))
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", **sweep}, sort_keys=False))
+    return path
+
+
+def names(sweep) -> list[str]:
+    return list(dict.fromkeys(r.name for r in sweep.runs))
+
+
+def test_comma_lists_split_outside_brackets_and_quotes():
+    assert split_values("0.1,0.5", "x") == [0.1, 0.5]
+    assert split_values("[],[{type: clip_norm, max_norm: 1}]", "x") == [
+        [],
+        CLIP[:1] and [{"type": "clip_norm", "max_norm": 1}],
+    ]
+    assert split_values("'a,b',c", "x") == ["a,b", "c"]
+    assert split_values("relu", "x") == ["relu"]
+    for bad in ("", "0.1,", ",0.1", "0.1,,0.5"):
+        with pytest.raises(ConfigError, match="separated by commas"):
+            split_values(bad, "x")
+
+
+def test_set_and_grid_on_the_command_line(tmp_path: Path):
+    path = write_sweep(
+        tmp_path,
+        list=[{"name": "sgd", "edit": []}, {"name": "clip", "edit": CLIP}],
+        grid={"optim.lr": "0.1,0.5"},  # a comma list in the file
+        seeds=[0, 1],
+    )
+    sweep = load_sweep(path)
+    assert names(sweep) == ["sgd-lr=0.1", "sgd-lr=0.5", "clip-lr=0.1", "clip-lr=0.5"]
+    # --set: every run, over the entries; --grid: an axis replaced and one added
+    sweep = load_sweep(
+        path, sets=["optim.momentum=0.9"], grids=["optim.lr=1,2,3", "model.hidden=8,16"]
+    )
+    assert len(sweep.runs) == 2 * 3 * 2 * 2
+    assert {r.config["optim"]["momentum"] for r in sweep.runs} == {0.9}
+    assert {r.config["optim"]["lr"] for r in sweep.runs} == {1.0, 2.0, 3.0}
+    assert {r.config["model"]["hidden"] for r in sweep.runs} == {8, 16}
+    assert names(sweep)[:2] == ["sgd-lr=1-hidden=8", "sgd-lr=1-hidden=16"]
+    with pytest.raises(ConfigError, match="--set optim.lr: the key is also a grid axis"):
+        load_sweep(path, sets=["optim.lr=0.3"])
+
+
+def test_an_arm_can_carry_its_own_grid_and_seeds(tmp_path: Path):
+    path = write_sweep(
+        tmp_path,
+        list=[
+            {"name": "sgd", "edit": []},
+            {"name": "clip", "edit": CLIP, "grid": {"edit.0.max_norm": [0.25, 1.0, 4.0]}},
+            {"name": "agc", "edit": [{"type": "agc"}], "seeds": [7]},
+        ],
+        seeds=[0, 1],
+    )
+    sweep = load_sweep(path)
+    by_name = {}
+    for run in sweep.runs:
+        by_name.setdefault(run.name, []).append(run)
+    assert list(by_name) == [
+        "sgd",
+        "clip-max_norm=0.25",
+        "clip-max_norm=1",
+        "clip-max_norm=4",
+        "agc",
+    ]  # the arm's grid is not applied to the baseline, whose edit list is empty
+    assert [r.seed for r in by_name["sgd"]] == [0, 1] and [r.seed for r in by_name["agc"]] == [7]
+    assert [r.config["edit"][0]["max_norm"] for r in sweep.runs if r.name.startswith("clip")] == [
+        0.25,
+        0.25,
+        1.0,
+        1.0,
+        4.0,
+        4.0,
+    ]
+    # the names are stable: the same file gives the same names and experiments
+    again = load_sweep(path)
+    assert [(r.name, r.hash, r.seed) for r in again.runs] == [
+        (r.name, r.hash, r.seed) for r in sweep.runs
+    ]
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].startswith(
+        "# 9 runs = entries x grid points x seeds: sgd 1x2, clip 3x2, agc 1x1; 5 experiments"
+    )
+    assert "# varies: edit, edit.0.max_norm, seed" in result.stdout
+
+
+def test_the_naming_rule():
+    assert value_text(0.25) == "0.25" and value_text(1e-05) == "1e-05" and value_text(3) == "3"
+    assert value_text([]) == "none" and value_text(True) == "true"
+    assert value_text(CLIP + [{"type": "noise", "sigma": 0.01}]) == "clip_norm_1+noise_0.01"
+    assert value_text("a b/c") == "a_b_c"
+    assert short_keys(["optim.lr", "edit.0.max_norm", "edit.1.max_norm", "edit"]) == {
+        "optim.lr": "lr",
+        "edit.0.max_norm": "edit.0.max_norm",  # two keys would both read max_norm
+        "edit.1.max_norm": "edit.1.max_norm",
+        "edit": "edit",
+    }
+    assert short_keys(["model.hidden", "edit.0"]) == {"model.hidden": "hidden", "edit.0": "edit.0"}
+    assert run_name("clip", {"edit.0.max_norm": 0.25}) == "clip-max_norm=0.25"
+    assert run_name("baseline", {"optim.lr": 0.5}) == "baseline-lr=0.5"
+    assert len(run_name("x", {"optim.lr": 0.5, "edit": [{"type": "noise"}] * 40})) == 100
+
+
+def test_an_explicit_name_wins(tmp_path: Path):
+    path = write_sweep(tmp_path, seeds=[0, 1])
+    assert names(load_sweep(path)) == ["s"]  # one entry: the sweep's name
+    assert names(load_sweep(path, sets=["name=mine"])) == ["mine"]
+    path = write_sweep(tmp_path, list=[{"name": "a"}], grid={"optim.lr": [0.1, 0.9]})
+    assert names(load_sweep(path)) == ["a-lr=0.1", "a-lr=0.9"]
+    with pytest.raises(ConfigError, match="run 0 and run 1 are both named 'mine'"):
+        load_sweep(path, sets=["name=mine"])
+
+
+@pytest.mark.parametrize(
+    ("sweep", "args", "message"),
+    [
+        ({}, ["--grid", "optim.lr="], "--grid 'optim.lr=': expected KEY=VALUE1,VALUE2"),
+        ({}, ["--grid", "optim.lr"], "--grid 'optim.lr': expected KEY=VALUE1,VALUE2"),
+        ({}, ["--grid", "optim.lr=0.1,,0.2"], "--grid optim.lr: expected values separated"),
+        ({"grid": {"optim.lr": []}}, [], "grid.optim.lr: expected a non-empty list"),
+        (
+            {"list": [{"name": "sgd", "edit": []}], "grid": {"edit.0.max_norm": [1.0, 2.0]}},
+            [],
+            "2 of 2 runs are invalid:\nrun 0 (sgd-max_norm=1): edit.0.max_norm: '0' is not an "
+            "index of a list of 0",
+        ),
+        (
+            {"list": [{"name": "a", "seeds": [1, 1]}]},
+            [],
+            "list[0].seeds: [1] appear more than once",
+        ),
+        (
+            {"list": [{"name": "a", "optim.lr": 0.1}, {"name": "a", "optim.lr": 0.2}]},
+            [],
+            "names would be shared by different experiments: run 0 and run 1 are both named 'a'",
+        ),
+    ],
+)
+def test_bad_designs_end_in_one_error_and_create_nothing(tmp_path, sweep, args, message):
+    path = write_sweep(tmp_path, **sweep)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.output and not runs.exists()
+
+
+def test_the_default_study_shows_its_effect(tmp_path: Path):
+    """A small version of `make run`'s study (one epoch, three seeds, three arms): plain
+    SGD at lr 2 collapses, clipping the norm to 0.25 and AGC keep learning, and the paired
+    tests say so."""
+    sweep = load_sweep(ROOT / "configs/sweeps/lr-rescue.yaml", sets=["optim.epochs=1"])
+    assert names(sweep) == [
+        "sgd",
+        "clip-max_norm=0.25",
+        "clip-max_norm=1",
+        "clip-max_norm=4",
+        "agc",
+        "normalize",
+    ]
+    assert all(len(set(r.seed for r in sweep.runs if r.name == n)) >= 5 for n in names(sweep))
+    sweep.runs = [
+        r for r in sweep.runs if r.name in ("sgd", "clip-max_norm=0.25", "agc") and r.seed < 3
+    ]
+    execute(sweep, tmp_path, jobs=2)
+    assert {r.status for r in sweep.runs} == {"done"}
+    table = comparison([tmp_path / "lr-rescue"], baseline="edits=none")
+    rows = {row["name"]: row for row in table.to_dict("records")}
+    assert rows["sgd"]["final_test_accuracy"] < 0.5  # collapsed
+    for arm in ("clip-max_norm=0.25", "agc"):
+        assert rows[arm]["delta.final_test_accuracy"] > 0.3  # the sign (and size) of the effect
+        assert rows[arm]["delta.final_test_accuracy.ci_low"] > 0
+        assert rows[arm]["test"] == "paired" and rows[arm]["p_adjusted"] < 0.05
