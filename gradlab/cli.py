@@ -93,11 +93,34 @@ def _check_width(width: int | None) -> None:
         raise GradlabError(f"--width {width}: use a number of columns from {MIN_WIDTH} to 10000")
 
 
-def _names(text: str | None) -> list[str] | None:
-    """A comma-separated option as a list (None when not given)."""
+def _check_writable(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output that cannot be written: a folder, a missing or
+    read-only folder to put it in."""
+    import os
+
+    from gradlab.errors import GradlabError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise GradlabError(f"{flag} {path}: is a folder; name a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise GradlabError(f"{flag} {path}: cannot write (no folder {parent})")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise GradlabError(f"{flag} {path}: cannot write (permission denied)")
+
+
+def _names(text: str | None, flag: str) -> list[str] | None:
+    """A comma-separated option as a list (None when not given; an error when empty)."""
     if text is None:
         return None
-    return [part.strip() for part in text.split(",") if part.strip()]
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        from gradlab.errors import GradlabError
+
+        raise GradlabError(f"{flag} {text!r}: name at least one, separated by commas")
+    return names
 
 
 PathsArg = Annotated[
@@ -368,6 +391,8 @@ def compare(
             raise cmp.CompareError(f"--format {fmt!r}: use one of {', '.join(formats)}")
         _check_width(width)
         chosen_panels = _check_plot(plot, panels)
+        _check_writable(output, "--output")
+        _check_writable(plot, "--plot")
         runs, table = _comparison(
             paths, group, sort_by, ascending, metrics, columns, drop, only_changed,
             baseline, test_metric, ci, spread,
@@ -412,12 +437,12 @@ def _comparison(
         group,
         sort_by,
         ascending,
-        _names(metrics),
+        _names(metrics, "--metrics"),
         baseline,
         test_metric=test_metric,
         ci=ci,
-        columns=_names(columns),
-        drop=_names(drop),
+        columns=_names(columns, "--columns"),
+        drop=_names(drop, "--drop"),
         only_changed=only_changed,
     )
     return runs, table
@@ -451,11 +476,15 @@ def report(
 ) -> None:
     """Write a study report: one self-contained HTML file with the comparison and its
     statistics, the plots, each group's per-layer gradient health, configs and commands."""
+    from gradlab.errors import GradlabError
     from gradlab.plots import check_panels
     from gradlab.report import write_report
 
     with user_errors():
-        chosen_panels = None if panels is None else check_panels(_names(panels))
+        if output.suffix.lower() not in (".html", ".htm"):
+            raise GradlabError(f"--output {output}: the report is HTML; name a .html file")
+        _check_writable(output, "--output")
+        chosen_panels = None if panels is None else check_panels(_names(panels, "--panels"))
         _, table = _comparison(
             paths, group, sort_by, ascending, metrics, columns, drop, only_changed,
             baseline, test_metric, ci, spread,
@@ -483,7 +512,7 @@ def _check_plot(plot: Path | None, panels: str | None) -> list[str] | None:
     from gradlab.plots import check_panels, check_plot_path
 
     check_plot_path(plot)
-    return None if panels is None else check_panels(_names(panels))
+    return None if panels is None else check_panels(_names(panels, "--panels"))
 
 
 def _write_plot(table, plot: Path, panels: list[str] | None) -> None:
@@ -535,21 +564,28 @@ def _render_table(
     from gradlab import exports, layout, render
 
     headers, rows, constants = exports.display(table, spread, power)
-    title = f"{len(runs)} runs" + (f" in {len(table)} groups" if table.attrs["grouped"] else "")
+    title = _plural(len(runs), "run") + (
+        f" in {_plural(len(table), 'group')}" if table.attrs["grouped"] else ""
+    )
     lines = layout.comparison_lines(
         headers,
         rows,
         constants,
         title,
         render.table_width(width),
-        notes=exports.notes(table, spread),
+        notes=exports.notes(table, spread, headers),
         marked=exports.significant(table),
         transposed=transposed,
+        keys=exports.key_columns(headers, rows),
     )
     if plain:
         return render.lines_text(lines)
     render.print_lines(lines)
     return None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _print_comparison(paths: list[Path], width: int | None = None) -> None:
@@ -654,6 +690,7 @@ def inspect(
             from gradlab.plots import check_plot_path
 
             check_plot_path(plot)
+            _check_writable(plot, "--plot")
         grads = load_grads(run)
         alerts = load_alerts(run)
         render.print_inspection(run, layer_table(grads), alerts, width)
@@ -712,6 +749,16 @@ def sweep(
         str | None,
         typer.Option(help="Ray cluster address (default: start a local Ray).", show_default=False),
     ] = None,
+    shared_dir: Annotated[
+        bool | None,
+        typer.Option(
+            "--shared-dir/--no-shared-dir",
+            help="Ray: the tasks write into the sweep folder, which every node must see "
+            "(watch long runs as they write); --no-shared-dir: they train in a temporary "
+            "folder and send the run folder back. Default: shared when the tasks can see it.",
+            show_default=False,
+        ),
+    ] = None,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="The sweep folder goes here.")
     ] = Path("runs"),
@@ -741,6 +788,8 @@ def sweep(
         _check_width(width)
         if executor not in ("local", "ray"):
             raise GradlabError(f"--executor {executor!r}: use local or ray")
+        if shared_dir is not None and executor != "ray":
+            raise GradlabError("--shared-dir/--no-shared-dir apply to --executor ray only")
         if executor == "ray":
             import importlib.util
 
@@ -773,6 +822,7 @@ def sweep(
                     address,
                     rerun,
                     on_event=progress,
+                    shared_dir=shared_dir,
                 )
         except KeyboardInterrupt:
             stopped_by.append("SIGINT")

@@ -204,7 +204,7 @@ def comparison(
     Raises:
         CompareError: no runs, an unknown column, a bad level or baseline.
     """
-    from gradlab.baseline import add_tests, select_baseline
+    from gradlab.baseline import TEST_COLUMNS, add_tests, select_baseline
 
     if not (isinstance(ci, (int, float)) and 0 < ci < 1):
         raise CompareError(f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95")
@@ -220,16 +220,21 @@ def comparison(
         table = df.copy()
         table[STATUS] = table[STATUS].where(table["duplicate_of"].isna(), "duplicate")
     chosen = list(metrics) if metrics else [m for m in DEFAULT_METRICS if m in table.columns]
-    unknown = [m for m in [*chosen, sort_by] if m not in table.columns]
-    if unknown:
-        raise CompareError(
-            f"unknown column {unknown[0]!r}; columns: {', '.join(_choosable(table))}"
-        )
-    for flag, names in (("--columns", columns), ("--drop", drop)):
-        bad = [c for c in names or () if c not in _choosable(table)]
+    choosable = _choosable(table)
+    if baseline is not None:  # the test columns exist once the baseline is chosen
+        metric = test_metric or sort_by
+        choosable += [f"delta.{metric}", *TEST_COLUMNS]
+    for flag, names in (
+        ("--metrics", metrics),
+        ("--sort-by", [sort_by]),
+        ("--columns", columns),
+        ("--drop", drop),
+    ):
+        allowed = table.columns if flag in ("--metrics", "--sort-by") else choosable
+        bad = [c for c in names or () if c not in allowed]
         if bad:
             raise CompareError(
-                f"{flag} {bad[0]}: unknown column; columns: {', '.join(_choosable(table))}"
+                f"{flag} {bad[0]!r}: unknown column; columns: {', '.join(choosable)}"
             )
 
     differing = [
@@ -251,7 +256,7 @@ def comparison(
         shown = [*IDENTITY, *(["n"] if grouped else []), *differing]
         shown += with_companions(chosen)
         if sort_by not in shown:
-            shown.append(sort_by)
+            shown += with_companions([sort_by])
         shown.append(STATUS)
 
     order = default_ascending(sort_by) if ascending is None else ascending
@@ -277,8 +282,12 @@ def comparison(
         table.attrs["baseline"] = reference
     elif test_metric is not None:
         raise CompareError("--test-metric needs --baseline (the group to compare against)")
-    dropped = set(with_companions(drop or ()))
+    dropped = set(with_companions(drop or ())) | {
+        f"{c}{s}" for c in drop or () if c.startswith("delta.") for s in _SUFFIXES
+    }
     shown = [c for c in dict.fromkeys(shown) if c not in dropped]
+    if all(c in ("run", "name", "seed") for c in shown):
+        raise CompareError("--drop: every column was dropped; keep at least one to show")
     if only_changed:  # a metric goes with its companions
         base = {c: c.removesuffix(_suffix(c)) if c.endswith(_SUFFIXES) else c for c in shown}
         shown = [

@@ -5,7 +5,6 @@ Column names are never changed, whatever the format.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab import numbers
-from gradlab.compare import constant_columns, is_config_column
+from gradlab.compare import IDENTITY, constant_columns, is_config_column
 
 
 def _number(value: Any) -> Any:
@@ -113,9 +112,27 @@ def column_cells(table: pd.DataFrame, column: str, spread: str = "ci") -> list[s
         elif delta and low is not None and high is not None:
             text += f" [{fmt(low)}, {fmt(high)}]"
         elif not delta and u is not None:
-            text += f" ± {dataclasses.replace(fmt, sign=False)(u)}"
+            text += f" ± {fmt.uncertainty(u)}"
         cells.append(text)
     return cells
+
+
+def key_columns(headers: list[str], rows: list[list[str]]) -> int:
+    """How many leading columns name the rows: the first, then the next identity or config
+    columns (``edits``, ``seed``, ``optim.lr``, ...) until the rows read differently."""
+    k = 1
+    identifying = set(IDENTITY) | {"n"}
+    while (
+        k < len(headers)
+        and len({tuple(r[:k]) for r in rows}) < len(rows)
+        and (
+            headers[k] in identifying
+            or is_config_column(headers[k])
+            or headers[k].startswith("resolved.")
+        )
+    ):
+        k += 1
+    return k
 
 
 def display(
@@ -130,16 +147,19 @@ def display(
     has the precision its uncertainty calls for (:mod:`gradlab.numbers`).
     """
     marks = significant(table)
+    grouped = bool(table.attrs.get("grouped"))
     table = table.copy(deep=False)
     table.attrs = {}  # pandas deep-copies attrs (the run paths) on every operation
     columns = [c for c in table.columns if not c.endswith(HIDDEN_SUFFIXES)]
     if not power and "seeds_needed" in columns:
         columns.remove("seeds_needed")
-    if (
-        "run" in columns
-        and "name" in table.columns
-        and "seed" in table.columns
-        and not table[["name", "seed"]].astype(str).duplicated().any()
+    if "run" in columns and (
+        grouped  # "3 runs": n says it
+        or (
+            "name" in table.columns
+            and "seed" in table.columns
+            and not table[["name", "seed"]].astype(str).duplicated().any()
+        )
     ):
         columns.remove("run")  # the name (and seed) already tell the rows apart
     cells = {c: column_cells(table, c, spread) for c in columns}
@@ -157,10 +177,13 @@ def display(
     return shown, rows, constants
 
 
-def notes(table: pd.DataFrame, spread: str = "ci") -> list[str]:
-    """The lines that say how to read the table: what ± means, the tests, the marks."""
+def notes(table: pd.DataFrame, spread: str = "ci", shown: list[str] | None = None) -> list[str]:
+    """The lines that say how to read the table: what ± means (when a column of ``shown``,
+    default every column, has one), the tests, the marks."""
     lines = []
-    if table.attrs.get("grouped"):
+    shown = list(table.columns) if shown is None else shown
+    has_spread = any(f"{c}.ci_low" in table.columns for c in shown if not c.startswith("delta."))
+    if table.attrs.get("grouped") and has_spread:
         level = table.attrs.get("ci", 0.95)
         lines.append(
             f"± = half-width of the {level * 100:g}% confidence interval of the mean over seeds "

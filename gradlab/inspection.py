@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradlab.reading import CompareError, read_log
+from gradlab.reading import CompareError, is_run_folder, read_log
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE
 
 STATS = ("mean", "std", "norm", "max_abs", "zero_frac", "update_ratio", "weight_norm")
@@ -16,8 +16,11 @@ def load_grads(run: str | Path) -> pd.DataFrame:
     """``grads.csv`` of a run: one row per check and parameter."""
     path = Path(run) / GRADS_FILE
     if not path.exists():
-        if not Path(run).is_dir():
-            raise CompareError(f"{run}: not a run folder")
+        if not Path(run).is_dir() or not is_run_folder(Path(run)):
+            raise CompareError(
+                f"{run}: not a run folder (no config.yaml or summary.json); inspect takes one "
+                "run's folder, e.g. runs/<name>-<date>-<time>-<hex>"
+            )
         raise CompareError(f"{run}: no {GRADS_FILE} (the run had diagnostics.every: 0)")
     return _checked(read_log(path, "weight_norm"), path, ["step", "param", *STATS])
 

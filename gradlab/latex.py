@@ -8,11 +8,14 @@ constant columns and the notes become comments above and below the ``tabular``. 
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from gradlab import numbers
 from gradlab.compare import default_ascending, is_config_column
 from gradlab.exports import P_VALUES, _half_widths, _values, display, notes, significant
+from gradlab.reading import CompareError
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -27,6 +30,7 @@ _SPECIAL = {
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "…": r"\ldots{}",
+    "|": r"\textbar{}",
 }
 
 
@@ -41,6 +45,8 @@ def _is_scored(column: str) -> bool:
 
 
 def _math(text: str, bold: bool) -> str:
+    """A number (or ``a \\pm b``) in math mode; ``1.2e-05`` as ``1.2\\times10^{-5}``."""
+    text = re.sub(r"e([-+])0*(\d+)", lambda m: rf"\times10^{{{m[1].lstrip('+')}{m[2]}}}", text)
     return f"$\\mathbf{{{text}}}$" if bold else f"${text}$"
 
 
@@ -66,7 +72,6 @@ def column_cells(table: pd.DataFrame, column: str, spread: str) -> list[str]:
     stds = _values(table, f"{column}.std")
     uncertainty = stds if spread == "std" and not delta else _half_widths(table, column)
     fmt = numbers.column_format(values, uncertainty, sign=delta)
-    plain = numbers.NumberFormat(fmt.decimals, fmt.scientific)
     best = None
     if _is_scored(column) and any(v is not None for v in values):
         pick = min if default_ascending(column) else max
@@ -82,7 +87,7 @@ def column_cells(table: pd.DataFrame, column: str, spread: str) -> list[str]:
             if low is not None and high is not None:
                 text += f" [{_math(fmt(low), False)}, {_math(fmt(high), False)}]"
         elif std is not None:
-            text = _math(f"{fmt(value)} \\pm {plain(std)}", bold)
+            text = _math(f"{fmt(value)} \\pm {fmt.uncertainty(std)}", bold)
         cells.append(text)
     return cells
 
@@ -91,6 +96,8 @@ def to_latex(table: pd.DataFrame, spread: str = "ci", power: bool = False) -> st
     """The comparison table as a booktabs ``tabular`` (``spread``: ``ci`` shows the mean and
     its confidence interval ``[low, high]``, ``std`` the mean ± the standard deviation)."""
     headers, _, constants = display(table, spread, power)
+    if not headers:
+        raise CompareError("--format latex: no column to show")
     plain = table.copy(deep=False)
     plain.attrs = {}
     columns = [column_cells(plain, c, spread) for c in headers]

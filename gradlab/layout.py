@@ -65,8 +65,15 @@ def shorten_header(header: str, others: list[str]) -> str:
 
 
 def cut(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters, ending in ``…`` when cut."""
-    return text if len(text) <= width else text[: max(0, width - 1)] + ELLIPSIS
+    """``text`` in at most ``width`` characters, ``…`` in the middle when cut: names that
+    share a long beginning still read differently (``study-clip…norm=0.25``)."""
+    if len(text) <= width:
+        return text
+    if width < 2:
+        return ELLIPSIS[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
 
 
 @dataclass
@@ -99,12 +106,14 @@ def fit_table(
     keys: int = 1,
     cut_headers: bool = False,
     right: bool = False,
+    uncut_keys: bool = False,
 ) -> list[Line]:
     """The table as lines no wider than ``width`` (see the module's rule). The first
     ``keys`` columns name the rows and are repeated in every block; ``cut_headers`` allows
     headers to be cut like text cells and ``right`` aligns every other cell to the right
     (a transposed table's columns mix text and numbers); otherwise numbers go right and
-    text left."""
+    text left. ``uncut_keys``: the key columns are never cut (a transposed table's column
+    names, already shortened)."""
     headers, rows = list(headers), [list(r) for r in rows]
     marked = marked or [False] * len(rows)
     numeric = _numeric_columns(headers, rows)
@@ -124,7 +133,7 @@ def fit_table(
     ]
 
     def floor(i: int, key_floor: int = MIN_TEXT) -> int:
-        if numeric[i]:
+        if numeric[i] or (uncut_keys and i < keys):
             return widths[i]
         lowest = key_floor if i < keys else MIN_TEXT
         return max(lowest, longest_number[i], 0 if cut_headers else len(headers[i]))
@@ -147,6 +156,10 @@ def fit_table(
             if not numeric[i]:
                 cap = max(MIN_KEY, width // 3) if i < keys else MAX_TEXT_IN_BLOCKS
                 widths[i] = max(floor(i), min(natural[i], cap))
+        if uncut_keys:  # the other columns share what the names leave
+            room = width - _total([widths[i] for i in everything[:keys]]) - len(GAP)
+            for i in everything[keys:]:
+                widths[i] = max(floor(i), min(natural[i], max(MIN_TEXT, room)))
         key_columns = everything[:keys]
         rest = everything[keys:]
         blocks = []
@@ -232,18 +245,30 @@ def comparison_lines(
     notes: list[str] = (),
     marked: list[bool] | None = None,
     transposed: bool = False,
+    keys: int = 1,
 ) -> list[Line]:
     """The comparison as it is printed: the title, the constant columns, the table (fitted,
-    or transposed), then the notes; no line wider than ``width``."""
+    or transposed), then the notes; no line wider than ``width``. The first ``keys``
+    columns name the rows (repeated in every block)."""
     lines = [Line(t, "title") for t in wrap(title, width)]
-    lines += [
-        Line(t, "constants") for t in wrap_items([f"{k}: {v}" for k, v in constants.items()], width)
-    ]
+    items = [f"{k}: {v}" for k, v in constants.items()]
+    lines += [Line(t, "constants") for t in wrap_items(items, width)]
     if transposed:
-        t_headers, t_rows = transpose(headers, rows)
-        lines += fit_table(t_headers, t_rows, width, cut_headers=True, right=True)
+        t_headers, t_rows = transpose(headers, rows, keys)
+        shortened = {}
+        if _total(_widths(t_headers, t_rows)) > width:  # the column names, by the rule
+            names = [r[0] for r in t_rows]
+            for r in t_rows:
+                short = shorten_header(r[0], names)
+                if short != r[0]:
+                    shortened[r[0]] = r[0] = short
+        lines += fit_table(t_headers, t_rows, width, cut_headers=True, right=True, uncut_keys=True)
+        if shortened:
+            lines.append(Line("", "blank"))
+            used = _used_abbreviations(shortened)
+            lines += [Line(t, "note") for t in wrap("shortened names: " + used, width)]
     else:
-        lines += fit_table(headers, rows, width, marked)
+        lines += fit_table(headers, rows, width, marked, keys=keys)
     if notes and lines[-1].kind != "note":
         lines.append(Line("", "blank"))
     for note in notes:

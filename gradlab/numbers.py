@@ -8,8 +8,10 @@ The rule (the README's "Reading a study" repeats it):
 - one column uses one precision in every row: the finest any of its rows needs, but never
   more than 4 significant digits of the column's largest value;
 - a column without uncertainties gets those 4 significant digits, whole numbers none;
-- columns of very small or very large numbers (largest below 0.001 or from 1e6) are printed
-  in scientific notation with the same rule applied to significant digits.
+- columns of very small or very large numbers (largest below 0.001 or from 1e6), and
+  columns whose values span three orders of magnitude or more, are printed in scientific
+  notation, the same rule applied to the significant digits of the mantissa, the ± with
+  one or two significant digits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 MAX_SIGNIFICANT = 4
 
@@ -65,10 +68,28 @@ class NumberFormat:
         sign = "+" if self.sign else ""
         if self.scientific:
             return format(value, f"{sign}.{self.decimals}e")
-        text = format(value, f"{sign}.{self.decimals}f")
-        if text.lstrip("+-").strip("0.") == "":  # -0.000 reads as a sign of an effect
-            text = ("+" if self.sign else "") + text.lstrip("+-")
-        return text
+        return format(value, f"{sign}.{self.decimals}f")
+
+    def uncertainty(self, u: float | None) -> str:
+        """The ± of a cell: at the column's decimals, or in scientific notation with one
+        or two significant digits (:func:`uncertainty_digits`)."""
+        if u is None or not math.isfinite(u) or not self.scientific or u <= 0:
+            return NumberFormat(self.decimals, self.scientific)(u)
+        return format(u, f".{max(0, _exponent(u) + uncertainty_digits(u))}e")
+
+
+def _pairs(values: Iterable[Any], uncertainties: Iterable[Any]) -> list[tuple[float, float | None]]:
+    """(value, uncertainty) for every finite value; the uncertainty None unless finite > 0."""
+    values = list(values)
+    spreads = list(uncertainties) or [None] * len(values)
+    out = []
+    for v, u in zip(values, spreads, strict=False):
+        (f,) = _finite([v]) or [None]
+        if f is None:
+            continue
+        (g,) = _finite([u]) or [None]
+        out.append((f, g if g is not None and g > 0 else None))
+    return out
 
 
 def column_format(
@@ -76,24 +97,22 @@ def column_format(
 ) -> NumberFormat:
     """The precision of a column of ``values`` whose cells show ``uncertainties`` (see the
     module's rule)."""
-    values = _finite(values)
-    spreads = [u for u in _finite(uncertainties) if u > 0]
-    magnitudes = [abs(v) for v in values if v != 0]
-    if not magnitudes:
+    pairs = _pairs(values, uncertainties)
+    nonzero = [(abs(v), u) for v, u in pairs if v != 0]
+    if not nonzero:
         return NumberFormat(0, sign=sign)
-    biggest = max(magnitudes)
-    top = _exponent(biggest)
-    scientific = top < -3 or top >= 6
-    if not spreads and all(v.is_integer() for v in values) and not scientific:
+    top = max(_exponent(m) for m, _ in nonzero)
+    bottom = min(_exponent(m) for m, _ in nonzero)
+    scientific = top < -3 or top >= 6 or top - bottom >= 3
+    spreads = [u for _, u in pairs if u is not None]
+    if not spreads and all(v.is_integer() for v, _ in pairs) and not scientific:
         return NumberFormat(0, sign=sign)
-    if scientific:
-        # significant digits after the mantissa's point, relative to the largest value
-        cap = MAX_SIGNIFICANT - 1
-        needed = [top + uncertainty_digits(u) for u in spreads]
+    cap = MAX_SIGNIFICANT - 1
+    if scientific:  # digits after the mantissa's point, as each value's uncertainty asks
+        needed = [_exponent(m) + uncertainty_digits(u) for m, u in nonzero if u is not None]
         return NumberFormat(max(0, min(max(needed, default=cap), cap)), True, sign)
-    cap = MAX_SIGNIFICANT - 1 - top
     needed = [uncertainty_digits(u) for u in spreads]
-    return NumberFormat(max(0, min(max(needed, default=cap), cap)), sign=sign)
+    return NumberFormat(max(0, min(max(needed, default=cap - top), cap - top)), sign=sign)
 
 
 def p_value_text(p: float | None) -> str:

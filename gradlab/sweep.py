@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.errors import GradlabError
-from gradlab.executors import Event, run_local, run_ray
+from gradlab.executors import Event, run_local
 from gradlab.identity import run_experiment_key
 from gradlab.plan import (  # noqa: F401  (the sweep's public names)
     MAX_RUNS,
@@ -80,9 +80,14 @@ def execute(
     address: str | None = None,
     rerun: bool = False,
     on_event: Callable[[str, PlannedRun], None] | None = None,
+    shared_dir: bool | None = None,
 ) -> Path:
     """Run a sweep into ``<runs_dir>/<sweep name>/``, skipping completed runs unless
     ``rerun``; keeps ``sweep.json`` there up to date. Returns the sweep folder.
+
+    ``shared_dir`` (Ray): None = detect whether the tasks see the sweep folder, True =
+    require it, False = always copy the finished run folders back (see
+    :mod:`gradlab.ray_executor`).
 
     ``on_event(kind, run)`` hears ``skip`` (already completed), ``start`` and ``done`` (the
     run's ``status`` then says how it ended).
@@ -97,7 +102,7 @@ def execute(
         raise GradlabError(f"cannot create the sweep folder {sweep_dir}: {exc.strerror}") from None
     lock = lock_sweep_folder(sweep_dir)
     try:
-        return _execute(sweep, sweep_dir, executor, jobs, address, rerun, on_event)
+        return _execute(sweep, sweep_dir, executor, jobs, address, rerun, on_event, shared_dir)
     finally:
         lock.close()
 
@@ -146,6 +151,7 @@ def _execute(
     address: str | None,
     rerun: bool,
     on_event: Callable[[str, PlannedRun], None] | None,
+    shared_dir: bool | None = None,
 ) -> Path:
     jobs = jobs or os.cpu_count() or 1
     done = {} if rerun else completed_runs(sweep_dir)
@@ -189,7 +195,9 @@ def _execute(
     try:
         if todo:
             if executor == "ray":
-                run_ray(todo, sweep_dir, address, jobs, notify("start"), notify("done"))
+                from gradlab.ray_executor import run_ray
+
+                run_ray(todo, sweep_dir, address, jobs, notify("start"), notify("done"), shared_dir)
             else:
                 run_local(todo, sweep_dir, jobs, notify("start"), notify("done"))
     finally:

@@ -227,14 +227,26 @@ def test_broken_folders_never_crash(study: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--sort-by", "accuracy"], "unknown column 'accuracy'; columns: run, name"),
-        (["--metrics", "final_test_accuracy,speed"], "unknown column 'speed'"),
+        (["--sort-by", "accuracy"], "--sort-by 'accuracy': unknown column; columns: run, name"),
+        (["--metrics", "final_test_accuracy,speed"], "--metrics 'speed': unknown column"),
         (["--baseline", "nobody"], "--baseline 'nobody' matches no row; names: "),
         (["--format", "xml"], "--format 'xml': use one of table, csv, markdown, latex, json"),
         (["--plot", "out.jpg"], "--plot out.jpg"),
         (["--plot", "out.jpg"], ".png, .pdf or .svg"),
-        (["--columns", "final_test_accuracy,speed"], "--columns speed: unknown column; "),
-        (["--drop", "edits,nothing"], "--drop nothing: unknown column; columns: run, name"),
+        (["--columns", "final_test_accuracy,speed"], "--columns 'speed': unknown column; "),
+        (["--drop", "edits,nothing"], "--drop 'nothing': unknown column; columns: run, name"),
+        (["--columns", " , "], "--columns ' , ': name at least one"),
+        (["--drop", ""], "--drop '': name at least one"),
+        (
+            [
+                "--drop",
+                "run,name,edits,dataset,seed,n,final_train_loss,final_test_accuracy,"
+                "best_test_accuracy,grad_norm_mean,grad_norm_max,edit_changed_frac,alerts,steps,status,"
+                "optim.lr",
+            ],
+            "--drop: every column was dropped",
+        ),
+        (["--drop", "p_value"], "--drop 'p_value': unknown column"),  # no --baseline: no tests
         (["--plot", "o.png", "--panels", "train_loss,nope"], "--panels"),
         (["--panels", "train_loss"], "--panels needs --plot"),
         (["--width", "12"], "--width 12: use a number of columns from 40"),
@@ -267,7 +279,15 @@ def test_output_file_is_replaced_whole_or_kept(study: Path, tmp_path: Path):
     result = runner.invoke(
         app, ["compare", str(study), "--format", "csv", "--output", str(blocked)]
     )
-    assert result.exit_code == 2 and "cannot write" in result.stderr
+    assert result.exit_code == 2 and "is a folder; name a file" in result.stderr
+    # an output that cannot be written is refused before anything is printed or written
+    table = tmp_path / "t.csv"
+    result = runner.invoke(
+        app,
+        ["compare", str(study), "-f", "csv", "-o", str(table), "--plot", str(tmp_path / "x/p.png")],
+    )
+    assert result.exit_code == 2 and "--plot" in result.stderr and "no folder" in result.stderr
+    assert not table.exists() and result.stdout == ""
 
 
 def test_compare_never_imports_torch(study: Path):

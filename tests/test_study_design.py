@@ -3,8 +3,11 @@ seeds per arm, names that say what varies, their errors, and the default study's
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import tiny
@@ -197,3 +200,81 @@ def test_the_default_study_shows_its_effect(tmp_path: Path):
         assert rows[arm]["delta.final_test_accuracy"] > 0.3  # the sign (and size) of the effect
         assert rows[arm]["delta.final_test_accuracy.ci_low"] > 0
         assert rows[arm]["test"] == "paired" and rows[arm]["p_adjusted"] < 0.05
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def test_a_ray_task_copies_its_run_back_unless_it_sees_the_sweep_folder(tmp_path: Path):
+    from gradlab.ray_executor import train_task, write_files
+    from gradlab.runlog import create_run_folder
+
+    config = load_sweep(write_sweep(tmp_path)).runs[0].config
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    probe = sweep_dir / ".ray-probe-x"
+    # not visible (another node): trained elsewhere, the files come back
+    claimed = create_run_folder(sweep_dir, "s")
+    result = train_task(config, str(sweep_dir), claimed.name, str(probe), None)
+    assert result["status"] == "completed" and result["where"] != "shared"
+    assert not Path(result["where"]).exists()  # the temporary folder is gone
+    assert list(claimed.iterdir()) == []  # nothing was written here by the task
+    assert {"config.yaml", "meta.json", "steps.csv", "summary.json"} <= set(result["files"])
+    write_files(claimed, result["files"])
+    assert (claimed / "steps.csv").read_bytes() == result["files"]["steps.csv"]
+    with pytest.raises(OSError, match="outside the run folder"):
+        write_files(claimed, {"../escape.txt": b"x"})
+    # visible: trained in place, nothing to copy
+    probe.write_text("probe")
+    in_place = create_run_folder(sweep_dir, "s")
+    result = train_task(config, str(sweep_dir), in_place.name, str(probe), None)
+    assert result["where"] == "shared" and result["files"] is None
+    assert (in_place / "summary.json").exists()
+    # forced sharing where the folder cannot be seen: one clear failure
+    probe.unlink()
+    result = train_task(config, str(sweep_dir), "x", str(probe), True)
+    assert result["status"] == "failed" and "--shared-dir" in result["error"]
+
+
+def test_ray_without_a_shared_folder(tmp_path: Path, monkeypatch):
+    """A local Ray whose tasks run in another working folder (Ray's working_dir, as on a
+    cluster) and a relative --runs-dir: the run folders come back whole to the driver."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'gradlab[ray]')")
+    path = write_sweep(tmp_path, grid={"optim.lr": [0.05, 0.2]})
+    elsewhere = tmp_path / "task-cwd"
+    elsewhere.mkdir()
+    (elsewhere / "README").write_text("the tasks' working folder\n")
+    monkeypatch.chdir(tmp_path)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"working_dir": str(elsewhere)},
+    )
+    try:
+
+        @ray.remote
+        def cwd() -> str:
+            import os
+
+            return os.getcwd()
+
+        assert Path(ray.get(cwd.remote())).resolve() != tmp_path.resolve()
+        folder = execute(load_sweep(path), "runs", executor="ray", jobs=2, shared_dir=False)
+    finally:
+        ray.shutdown()
+    local = execute(load_sweep(path), tmp_path / "local", jobs=1)
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["done", "done"]
+    assert not list(folder.glob(".ray-probe-*"))
+    twins = json.loads((local / "sweep.json").read_text())["runs"]
+    for run, twin in zip(record["runs"], twins, strict=True):
+        ray_steps = pd.read_csv(folder / run["folder"] / "steps.csv").drop(columns="elapsed_s")
+        local_steps = pd.read_csv(local / twin["folder"] / "steps.csv").drop(columns="elapsed_s")
+        assert list(ray_steps.columns) == list(local_steps.columns) and len(ray_steps) == 6
+        assert np.allclose(ray_steps, local_steps, rtol=1e-5)  # the same training, copied whole
+    rerun = execute(load_sweep(path), "runs", executor="ray", jobs=2, shared_dir=False)
+    assert {r["status"] for r in json.loads((rerun / "sweep.json").read_text())["runs"]} == {
+        "skipped"
+    }  # resume works on the copied folders
+    assert not list((elsewhere).glob("runs"))  # nothing was written in the tasks' folder

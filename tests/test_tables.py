@@ -19,6 +19,7 @@ from gradlab import layout, numbers
 from gradlab.cli import app
 from gradlab.compare import comparison
 from gradlab.exports import display
+from gradlab.exports import key_columns as exports_key_columns
 from gradlab.latex import escape, to_latex
 
 runner = CliRunner()
@@ -82,8 +83,12 @@ def test_a_column_takes_the_finest_precision_its_rows_need_up_to_four_digits():
     tiny = numbers.column_format([2.4e-5, 2.64e-5], [])
     assert tiny.scientific and tiny(-2.415e-05) == "-2.415e-05"
     signed = numbers.column_format([0.001], [0.5], sign=True)
-    assert signed(0.001) == "+0.0" and signed(-0.001) == "+0.0"  # never "-0.0"
-    assert signed(-0.25) == "-0.2" or signed(-0.25) == "-0.3"
+    assert signed(0.001) == "+0.0" and signed(-0.001) == "-0.0"  # a bound below 0 says so
+    # a column spanning three orders of magnitude: scientific, so the small values keep
+    # their digits (not "1 ± 0" beside 19498)
+    wide = numbers.column_format([0.720, 19498.0], [0.027, 33927.0])
+    assert wide.scientific and wide(0.720) == "7.20e-01" and wide.uncertainty(0.027) == "2.7e-02"
+    assert wide.uncertainty(33927.0) == "3e+04"
 
 
 def test_cells_of_a_grouped_table_follow_their_uncertainty(ten_groups: Path):
@@ -191,8 +196,46 @@ def test_transpose_puts_one_group_per_column(ten_groups: Path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert sum(line.startswith("final_test_accuracy ") for line in lines) >= 2  # in blocks
+    # the column names are shortened by the rule (never cut), in every block
+    assert sum(line.startswith("fin_test_acc ") for line in lines) >= 2
+    assert any(line.startswith("shortened names: ") for line in lines)
     assert any(line.lstrip().startswith("group-9") for line in lines)
+    wide = runner.invoke(app, ["compare", str(ten_groups), "--transpose", "--width", "2000"])
+    assert any(line.startswith("final_test_accuracy ") for line in wide.stdout.splitlines())
+
+
+def test_rows_that_share_a_name_are_told_apart_by_what_differs(tmp_path: Path):
+    for lr in (0.1, 0.5):
+        for seed in (0, 1):
+            fake_run(
+                tmp_path,
+                "clip",
+                seed,
+                0.8 + lr / 10 + seed / 100,
+                config={"optim": {"lr": lr}},
+                loss=0.5 + lr + seed / 10,
+                alerts={"vanishing": seed, "exploding": 0, "dead_relu": int(lr * 10)},
+            )
+    table = comparison([tmp_path])
+    headers, rows, constants = display(table)
+    assert "run" not in headers and "run" not in constants  # "2 runs" says nothing n does not
+    assert exports_key_columns(headers, rows) == headers.index("optim.lr") + 1
+    result = runner.invoke(app, ["compare", str(tmp_path), "--width", "40", "--transpose"])
+    assert result.exit_code == 0
+    assert "clip 0.5" in result.stdout and "clip 0.1" in result.stdout  # name and optim.lr
+    many = "optim.lr,final_test_accuracy,final_train_loss,alerts.vanishing,alerts.dead_relu"
+    narrow = runner.invoke(app, ["compare", str(tmp_path), "--width", "40", "--columns", many])
+    rows = [line for line in narrow.stdout.splitlines() if line.startswith("clip")]
+    assert len(rows) >= 4  # two rows in each of several blocks, each naming its lr
+    assert all(line.split()[1] in ("0.1", "0.5") for line in rows)
+
+
+def test_long_names_are_cut_in_the_middle_and_stay_apart():
+    names = [f"study-clip-norm-with-a-long-common-prefix-variant-{v}" for v in ("a", "b")]
+    lines = layout.fit_table(["name", "x" * 30], [[n, "1"] for n in names], 40)
+    shown = [line.text.split("  ")[0] for line in lines if line.kind == "row"]
+    assert len(set(shown)) == 2 and all("…" in n for n in shown)
+    assert layout.cut("abcdefghij", 5) == "ab…ij" and layout.cut("abc", 5) == "abc"
 
 
 def test_piped_tables_are_a_hundred_columns(ten_groups: Path):
@@ -259,6 +302,21 @@ def test_latex_is_booktabs_with_bold_best_values_and_escaped_names(ten_groups: P
     assert all(not math.isnan(float(v)) for v in (low, high))
 
 
+def test_latex_writes_scientific_numbers_and_bars_as_latex(tmp_path: Path):
+    for lr, norm in ((0.1, 2.4e-5), (0.5, 3.1e-5)):
+        for seed in (0, 1):
+            run = fake_run(
+                tmp_path, f"lr{lr}", seed, 0.8, config={"optim": {"lr": lr}}, loss=0.5 + seed
+            )
+            summary = json.loads((run / "summary.json").read_text())
+            summary["grad_norm_mean"] = norm * (1 + seed / 10)
+            (run / "summary.json").write_text(json.dumps(summary))
+    table = comparison([tmp_path], columns=["grad_norm_mean", "edits"])
+    table.loc[0, "edits"] = "a|b"  # a joined cell
+    tex = to_latex(table, spread="std")
+    assert "\\times10^{-5}" in tex and "e-05" not in tex and "a\\textbar{}b" in tex
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX (pdflatex) installed")
 def test_latex_compiles(ten_groups: Path, tmp_path: Path):
     result = runner.invoke(
@@ -307,3 +365,5 @@ def test_inspect_prints_scientific_values_whole(tmp_path: Path):
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     assert "-2.415e-05" in result.stdout and "-0.001208" in result.stdout
     assert "3.2e-07" in result.stdout
+    sweep_folder = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert sweep_folder.exit_code == 2 and "not a run folder" in sweep_folder.stderr
