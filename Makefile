@@ -12,16 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	@touch $(STAMP)
 
-# The study (configs/sweeps/editing-study.yaml): the baseline and one run per editing family,
-# 3 seeds each, on the offline MNIST sample, 2 runs at a time, then the grouped comparison, its
-# plot and the study report (one HTML file). Runs already completed in runs/editing-study/ are
-# reused (add --rerun to redo).
+# The study (configs/sweeps/lr-rescue.yaml): can editing the gradient rescue a learning rate
+# that is too high? Plain SGD at lr 2 against clipping (3 thresholds), AGC and normalizing,
+# 5 seeds each, on the offline MNIST sample, 2 runs at a time; then the comparison with its
+# tests against plain SGD, the plot and the study report (one HTML file). Runs already
+# completed in runs/lr-rescue/ are reused (add --rerun to redo).
 run: $(STAMP)
-	$(BIN)/gradlab sweep configs/sweeps/editing-study.yaml --jobs 2
-	$(BIN)/gradlab compare runs/editing-study --baseline edits=none \
-		--plot runs/editing-study/comparison.png > /dev/null
-	$(BIN)/gradlab report runs/editing-study --baseline edits=none \
-		-o runs/editing-study/report.html
+	$(BIN)/gradlab sweep configs/sweeps/lr-rescue.yaml --jobs 2 > /dev/null
+	$(BIN)/gradlab compare runs/lr-rescue --baseline edits=none \
+		--plot runs/lr-rescue/comparison.png
+	$(BIN)/gradlab report runs/lr-rescue --baseline edits=none -o runs/lr-rescue/report.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -243,7 +243,8 @@ class DiagnosticsConfig(Section):
 
 class Config(Section):
     name: str = "run"
-    """Run name: the first part of the run folder's name (letters, digits, `.`, `_`, `-`)."""
+    """Run name: the first part of the run folder's name (letters, digits, `.`, `_`, `-`, `=`,
+    `+`)."""
     seed: int = Field(0, ge=0, lt=2**63)
     """Seeds Python, NumPy and torch; also the data order and each edit's random numbers."""
     data: DataConfig = DataConfig()
