@@ -1,0 +1,86 @@
+"""The small syntax of sweeps: comma-separated value lists (``--grid optim.lr=0.1,0.5``,
+``grid: {optim.lr: "0.1,0.5"}``) and run names that say what varies
+(``clip-max_norm=0.25``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gradlab.config import _show, load_yaml
+from gradlab.errors import ConfigError
+
+MAX_NAME = 100
+
+
+def split_values(text: str, where: str) -> list[Any]:
+    """``"0.1,0.5"`` -> ``[0.1, 0.5]``: comma-separated values, each parsed as YAML; commas
+    inside brackets, braces or quotes do not split (``[],[{type: clip_norm}]``)."""
+    parts, depth, quote, current = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += ch
+    parts.append(current)
+    if any(not p.strip() for p in parts):
+        raise ConfigError(f"{where}: expected values separated by commas, e.g. 0.1,0.5")
+    return [load_yaml(p, where) for p in parts]
+
+
+def parse_grid_option(item: str) -> tuple[str, list[Any]]:
+    """``--grid optim.lr=0.1,0.5`` -> ``("optim.lr", [0.1, 0.5])``."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not text.strip():
+        raise ConfigError(
+            f"--grid {_show(item)}: expected KEY=VALUE1,VALUE2,..., e.g. optim.lr=0.1,0.5"
+        )
+    return key, split_values(text, f"--grid {key}")
+
+
+def value_text(value: Any) -> str:
+    """A value as a short, stable piece of a run name: ``0.25``, ``relu``, a pipeline as
+    ``clip_norm_1+noise_0.01`` (``none`` when empty)."""
+    if isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, list):
+        text = "+".join(value_text(v) for v in value) or "none"
+    elif isinstance(value, dict):
+        kind = [value_text(value["type"])] if "type" in value else []
+        text = "_".join(kind + [value_text(v) for k, v in value.items() if k != "type"])
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "_"
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its last part (``optim.lr`` -> ``lr``; a list index keeps its
+    list: ``edit.0``), or whole where two keys would read the same."""
+
+    def last(key: str) -> str:
+        parts = key.split(".")
+        return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+    shorts = [last(k) for k in keys]
+    return {k: (s if shorts.count(s) == 1 else k) for k, s in zip(keys, shorts, strict=True)}
+
+
+def run_name(entry_name: str, varying: dict[str, Any]) -> str:
+    """``entry_name`` followed by ``-<short key>=<value>`` for each key that varies within
+    the entry (at most 100 characters)."""
+    shorts = short_keys(list(varying))
+    parts = [entry_name, *(f"{shorts[k]}={value_text(v)}" for k, v in varying.items())]
+    return "-".join(parts)[:MAX_NAME]
