@@ -67,8 +67,13 @@ def draw_row(
     color: str,
     linestyle: Any,
     markers: bool = False,
+    marker: str | None = None,
 ) -> int:
     """Draw one row: its line, and its band where two runs or more have a value.
+
+    Args:
+        markers: a dot on every point when there are few (evaluations).
+        marker: a symbol along the line, spaced out (to tell statistics apart), or None.
 
     Returns:
         1 when something was drawn, else 0 (no series, or no value left).
@@ -85,7 +90,8 @@ def draw_row(
         color=color,
         linestyle=linestyle,
         label=label,
-        marker="o" if few else None,
+        marker="o" if few else marker,
+        markevery=None if few or marker is None else 0.1,
         ms=3.5,
         lw=1.5,
     )

@@ -224,8 +224,8 @@ PanelsOption = Annotated[
     str | None,
     typer.Option(
         help="Comma-separated plot panels: train_loss, test_loss, test_accuracy, "
-        "grad_norm, grad_norm_after, lr, edit_stats. Default: train_loss, "
-        "test_accuracy, grad_norm.",
+        "grad_norm, grad_norm_after, lr, edit_stats (fractions), edit_norms. Default: "
+        "train_loss, test_accuracy, grad_norm, grad_norm_after.",
         show_default=False,
     ),
 ]

@@ -7,7 +7,8 @@ The rule (the README's "Reading a study" repeats it):
   starts with 1 or 2 (``0.019`` -> 3 decimals), else of its first (``0.05`` -> 2 decimals);
 - one column uses one precision in every row: the finest any of its rows needs, but never
   more than 4 significant digits of the column's largest value;
-- a column without uncertainties gets those 4 significant digits, whole numbers none;
+- a column without uncertainties gets those 4 significant digits, whole numbers (counts)
+  none, below a million whatever their range;
 - columns of very small or very large numbers (largest below 0.001 or from 1e6), and
   columns whose values span three orders of magnitude or more, are printed in scientific
   notation, the same rule applied to the significant digits of the mantissa, the ± with
@@ -103,10 +104,10 @@ def column_format(
         return NumberFormat(0, sign=sign)
     top = max(_exponent(m) for m, _ in nonzero)
     bottom = min(_exponent(m) for m, _ in nonzero)
-    scientific = top < -3 or top >= 6 or top - bottom >= 3
     spreads = [u for _, u in pairs if u is not None]
-    if not spreads and all(v.is_integer() for v, _ in pairs) and not scientific:
-        return NumberFormat(0, sign=sign)
+    if not spreads and all(v.is_integer() for v, _ in pairs) and top < 6:
+        return NumberFormat(0, sign=sign)  # counts: whole, whatever their range
+    scientific = top < -3 or top >= 6 or top - bottom >= 3
     cap = MAX_SIGNIFICANT - 1
     if scientific:  # digits after the mantissa's point, as each value's uncertainty asks
         needed = [_exponent(m) + uncertainty_digits(u) for m, u in nonzero if u is not None]

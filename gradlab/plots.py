@@ -69,13 +69,23 @@ PANELS: dict[str, str] = {
     "grad_norm": "gradient norm before the edits",
     "grad_norm_after": "gradient norm after the edits",
     "lr": "learning rate",
-    "edit_stats": "edit statistics per step",
+    "edit_stats": "edit fractions per step",
+    "edit_norms": "edit norms and scales per step",
 }
-"""Panel name -> title. ``edit_stats`` draws every ``edit<i>.<type>.<stat>`` column of
-``steps.csv`` (e.g. the fraction of entries clipped, or ``changed``: the fraction of steps
-the edit changed the gradient); rows without edits have no line there."""
+"""Panel name -> title. The edit panels draw the ``edit<i>.<type>.<stat>`` columns of
+``steps.csv``, split by what they measure (rows without edits have no line there):
+
+- ``edit_stats``: the fractions and flags, on a linear axis from 0 to 1: statistics named
+  ``*_frac`` (e.g. ``clipped_frac``, the fraction of entries clipped) and ``changed`` (1 when
+  the edit changed the gradient; smoothed, the share of steps it did);
+- ``edit_norms``: every other statistic (norms, scales, noise std, norm ratios), on a log
+  axis.
+
+In both, a line's colour is its row and its style the statistic (named in a legend beside
+the panel): the statistic's name, prefixed ``<i>:`` with the edit's position when some row
+has more than one edit (``0:changed``, ``1:kept_frac``)."""
 DEFAULT_PANELS = ("train_loss", "test_accuracy", "grad_norm", "grad_norm_after")
-LOG_PANELS = frozenset({"grad_norm", "grad_norm_after", "lr", "edit_stats"})
+LOG_PANELS = frozenset({"grad_norm", "grad_norm_after", "lr", "edit_norms"})
 
 # panel -> (log file, column (None: the edit statistics), y label)
 _SOURCES = {
@@ -85,12 +95,14 @@ _SOURCES = {
     "grad_norm": ("steps", "grad_norm", "global L2 norm"),
     "grad_norm_after": ("steps", "grad_norm_after", "global L2 norm"),
     "lr": ("steps", "lr", "learning rate"),
-    "edit_stats": ("steps", None, "value"),
+    "edit_stats": ("steps", None, "fraction"),
+    "edit_norms": ("steps", None, "value"),
 }
 _EDIT_STAT = re.compile(r"^edit(\d+)\.([^.]+)\.(.+)$")
 _PANEL_SIZE = (5.2, 3.6)  # inches per panel
 _PER_ROW = 3
 _LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
+_MARKERS = [None, "o", "s", "^", "D", "v", "x", "+"]  # after the line styles run out
 
 
 # --------------------------------------------------------------------------- choices
@@ -194,7 +206,7 @@ def _draw_panel(
     smooth = kind == "steps" and name != "lr" and window > 1  # lr: exact, as scheduled
     drawn = 0
     if column is None:
-        drawn = _draw_edit_stats(ax, runs, labels, colors, window)
+        drawn = _draw_edit_stats(ax, name, runs, labels, colors, window)
     else:
         for frames, label, color in zip(runs, labels, colors, strict=True):
             series = [
@@ -208,7 +220,10 @@ def _draw_panel(
     ax.set_title(textwrap.fill(title, width_chars), fontsize=10)
     ax.set_label(name)
     if not drawn:
-        what = "no row has edits" if column is None else f"no run logged {column}"
+        what = f"no run logged {column}"
+        if column is None:
+            kinds = "fractions" if name == "edit_stats" else "norms or scales"
+            what = f"no row has edits with {kinds}" if _has_edits(runs) else "no row has edits"
         ax.text(
             0.5, 0.5, f"no data\n({what})", ha="center", va="center", color="0.4",
             transform=ax.transAxes,
@@ -227,32 +242,84 @@ def _draw_panel(
 
 
 def _draw_edit_stats(
-    ax: Axes, runs: list[list[pd.DataFrame]], labels: list[str], colors: list[str], window: int
+    ax: Axes,
+    name: str,
+    runs: list[list[pd.DataFrame]],
+    labels: list[str],
+    colors: list[str],
+    window: int,
 ) -> int:
-    """Every edit statistic of every row: the row's colour, one line style per statistic
-    (named in a small legend of the axes)."""
+    """The edit statistics of every row that belong in panel ``name`` (``edit_stats``: the
+    fractions and flags, ``edit_norms``: the others): the row's colour, one style per
+    statistic, named in a legend beside the axes (never over the data)."""
     per_row = [
         sorted({c for f in frames for c in f.columns if _EDIT_STAT.match(c)}) for frames in runs
     ]
-    keys = sorted({_stat_key(c) for columns in per_row for c in columns})
-    styles = {k: _LINESTYLES[i % len(_LINESTYLES)] for i, k in enumerate(keys)}
-    drawn = 0
+    indexed = any(_EDIT_STAT.match(c).group(1) != "0" for columns in per_row for c in columns)
+    fractions = name == "edit_stats"
+    per_row = [[c for c in columns if _is_fraction(c) == fractions] for columns in per_row]
+    order = {}  # by edit, each edit's ``changed`` first (a solid line)
+    for c in (c for columns in per_row for c in columns):
+        index, _, stat = _EDIT_STAT.match(c).groups()
+        order[_stat_key(c, indexed)] = (int(index), stat != "changed", stat)
+    keys = sorted(order, key=order.__getitem__)
+    styles = {k: _style(i) for i, k in enumerate(keys)}
+    shown = set()
     for frames, columns, label, color in zip(runs, per_row, labels, colors, strict=True):
         for column in columns:
             series = [s for f in frames if (s := run_series(f, column, window)) is not None]
-            key = _stat_key(column)
-            drawn += draw_row(ax, series, True, f"{label}: {key}", color, styles[key])
-    if drawn:
+            key = _stat_key(column, indexed)
+            linestyle, marker = styles[key]
+            line = f"{label}: {key}"
+            if draw_row(ax, series, not fractions, line, color, linestyle, marker=marker):
+                shown.add(key)
+    if shown:
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], color="0.35", linestyle=styles[k]) for k in keys]
-        ax.legend(handles, keys, fontsize=7, loc="best", framealpha=0.8)
-    return drawn
+        keys = [k for k in keys if k in shown]
+        handles = [
+            Line2D([], [], color="0.3", linestyle=styles[k][0], marker=styles[k][1], ms=4)
+            for k in keys
+        ]
+        ax.legend(
+            handles,
+            keys,
+            title="edit:statistic" if indexed else "statistic",
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),  # beside the axes: constrained layout makes room
+            borderaxespad=0,
+            fontsize=7,
+            title_fontsize=7,
+            handlelength=2.8,
+            frameon=False,
+        )
+        if fractions:
+            ax.set_ylim(-0.04, 1.04)
+    return len(shown)
 
 
-def _stat_key(column: str) -> str:
-    index, _, stat = _EDIT_STAT.match(column).groups()  # the edit itself: the row's label
-    return stat if index == "0" else f"edit{index}.{stat}"
+def _has_edits(runs: list[list[pd.DataFrame]]) -> bool:
+    return any(_EDIT_STAT.match(c) for frames in runs for f in frames for c in f.columns)
+
+
+def _is_fraction(column: str) -> bool:
+    """A statistic of ``edit_stats`` (a fraction or a flag, 0 to 1), not of ``edit_norms``."""
+    stat = _EDIT_STAT.match(column).group(3)
+    return stat == "changed" or stat.endswith("_frac")
+
+
+def _stat_key(column: str, indexed: bool) -> str:
+    """The statistic's name in a legend (the edit itself is in the row's label), prefixed
+    ``<i>:`` with the edit's position when some row has more than one edit."""
+    index, _, stat = _EDIT_STAT.match(column).groups()
+    return f"{index}:{stat}" if indexed else stat
+
+
+def _style(i: int) -> tuple[object, str | None]:
+    """The ``i``-th statistic's (line style, marker): the line styles first, then each of
+    them again with a marker, and so on: every statistic of a panel looks different."""
+    n = len(_LINESTYLES)
+    return _LINESTYLES[i % n], _MARKERS[(i // n) % len(_MARKERS)]
 
 
 def _add_legend(

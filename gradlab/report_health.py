@@ -11,6 +11,7 @@ import pandas as pd
 
 from gradlab.errors import GradlabError
 from gradlab.inspection import layer_table, load_alerts, load_grads
+from gradlab.numbers import column_format
 from gradlab.report_page import count, esc, figure, figure_uri
 from gradlab.runlog import GRADS_FILE
 
@@ -22,6 +23,12 @@ HEALTH = {  # column of layer_health: (statistic of grads.csv, value over the ru
     "zero_frac_last": ("zero_frac", "last"),
     "max_abs_max": ("max_abs", "max"),
     "weight_norm_last": ("weight_norm", "last"),
+}
+HEALTH_COLUMNS = {  # column of the health table: the HEALTH figures it shows
+    "norm": ("norm_first", "norm_last"),
+    "ratio": ("ratio_first", "ratio_last"),
+    "max_abs": ("max_abs_max",),
+    "weight_norm": ("weight_norm_last",),
 }
 DEAD_HINT = 0.5  # a zero fraction from here on is flagged: dead ReLU units (or masked entries)
 
@@ -71,8 +78,13 @@ def layer_health(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _health_table(health: pd.DataFrame) -> str:
-    def number(value: float) -> str:
-        return "-" if pd.isna(value) else f"{value:.3g}"
+    formats = {  # one precision per column of the table, as in the comparison
+        key: column_format(health[list(columns)].to_numpy().ravel().tolist())
+        for key, columns in HEALTH_COLUMNS.items()
+    }
+
+    def number(value: float, key: str) -> str:
+        return "-" if pd.isna(value) else formats[key](float(value))
 
     head = (
         "<tr><th>parameter</th><th class=num>grad norm, first → last</th>"
@@ -85,11 +97,13 @@ def _health_table(health: pd.DataFrame) -> str:
         warn = ' class="num warn"' if zero >= DEAD_HINT else ' class="num"'
         rows.append(
             f"<tr><td><code>{esc(param)}</code></td>"
-            f'<td class="num">{number(h["norm_first"])} → {number(h["norm_last"])}</td>'
-            f'<td class="num">{number(h["ratio_first"])} → {number(h["ratio_last"])}</td>'
+            f'<td class="num">{number(h["norm_first"], "norm")} → '
+            f"{number(h['norm_last'], 'norm')}</td>"
+            f'<td class="num">{number(h["ratio_first"], "ratio")} → '
+            f"{number(h['ratio_last'], 'ratio')}</td>"
             f"<td{warn}>{'-' if pd.isna(zero) else f'{zero:.1%}'}</td>"
-            f'<td class="num">{number(h["max_abs_max"])}</td>'
-            f'<td class="num">{number(h["weight_norm_last"])}</td></tr>'
+            f'<td class="num">{number(h["max_abs_max"], "max_abs")}</td>'
+            f'<td class="num">{number(h["weight_norm_last"], "weight_norm")}</td></tr>'
         )
     note = (
         '<p class="notes">zero frac: share of gradient entries exactly zero at the last check '

@@ -92,10 +92,28 @@ th, td {{ padding: .3rem .6rem; border-bottom: 1px solid var(--line); text-align
   vertical-align: top; white-space: nowrap; }}
 thead th {{ background: var(--soft); }}
 tbody tr:last-child > * {{ border-bottom: none; }}
-.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
 td.wrap {{ white-space: normal; min-width: 16rem; }}
 tr.significant td {{ font-weight: 700; }}
 tr.baseline td {{ background: #eaf2fb; }}
+/* the comparison: numbers on one line; names and edit labels wrap in a bounded width */
+#comparison-table {{ border-collapse: separate; border-spacing: 0; }}
+#comparison-table td.text > span {{ display: block; width: max-content; max-width: 13em;
+  white-space: normal; overflow-wrap: break-word; }}
+#comparison-table td.stick > span {{ max-width: 15em; }}
+#comparison-table .key .tag {{ display: block; width: fit-content; margin: .15rem 0 0; }}
+@media screen {{  /* the # and name columns stay in view (opaque), the rest scrolls under them */
+  #comparison-table {{ --key: 5rem; }}
+  #comparison-table .key {{ width: var(--key); min-width: var(--key); max-width: var(--key);
+    padding-right: .2rem; left: 0; }}
+  #comparison-table .key, #comparison-table .stick {{ position: sticky; z-index: 1;
+    background: #fff; }}
+  #comparison-table .stick {{ left: var(--key); box-shadow: inset -1px 0 var(--line); }}
+  #comparison-table thead .key, #comparison-table thead .stick {{ z-index: 2;
+    background: var(--soft); }}
+  #comparison-table tr.baseline .key, #comparison-table tr.baseline .stick {{
+    background: #eaf2fb; }}
+}}
 .tag {{ white-space: nowrap; font-size: .72rem; font-weight: 600; padding: 0 .35rem; margin-left: .3rem;
   border: 1px solid var(--accent); color: var(--accent); border-radius: 3px; }}
 .swatch {{ display: inline-block; width: 0; height: .8em; border-left: .8em solid;
@@ -108,6 +126,7 @@ ul {{ margin: .3rem 0; }}
 @media (max-width: 640px) {{
   body {{ font-size: 14px; }}
   main {{ padding: .8rem; }}
+  #comparison-table td.stick > span {{ max-width: 8em; }}  /* leave room to scroll */
 }}
 @media print {{
   @page {{ margin: 12mm; }}
@@ -122,11 +141,16 @@ ul {{ margin: .3rem 0; }}
   tr, figure, .health > p {{ break-inside: avoid; }}
   .scroll {{ overflow: visible; border: none; }}
   table {{ font-size: 8pt; }}
-  #comparison-table {{ font-size: 7.5pt; }}
+  /* as large as lets the numbers of a wide table fit a landscape page on one line each */
+  #comparison-table {{ font-size: var(--print-size, 7.5pt); }}
+  #comparison-table .key .tag {{ font-size: .85em; margin: .1em 0 0; }}
+  #comparison-table td.text > span {{ width: auto; min-width: 5em; max-width: 12em; }}
+  #comparison-table th, #comparison-table td {{ padding: .2em .3em; }}
   table.wide thead th {{ vertical-align: bottom; }}
   table.wide thead th > span {{ display: inline-block; white-space: nowrap;
     writing-mode: vertical-rl; transform: rotate(180deg); }}
   th, td {{ white-space: normal; overflow-wrap: break-word; padding: .15rem .25rem; }}
+  td.num {{ white-space: nowrap; }}  /* 0.301 ± 0.030 on one line, never three */
   thead th, tr.baseline td {{ background: none; }}
   tr.baseline td:first-child {{ font-weight: 700; }}
   pre {{ background: none; border: 1px solid var(--line); overflow: visible;

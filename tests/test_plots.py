@@ -4,6 +4,7 @@ nothing clipped."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -301,10 +302,15 @@ def test_every_panel_renders_on_runs_that_logged_only_the_loss(loss_only: Path, 
         assert any("no data" in t.get_text() for t in axes[name].texts)
     for name in ("train_loss", "test_loss", "test_accuracy", "lr"):
         assert len(axes[name].get_lines()) == 2, name
-    # edit statistics: only the clipped row, one line per logged statistic
+    # edit statistics: only the clipped row, one line per logged statistic, the flag on its
+    # own linear axis and the norm and scale on a log one
     labels = dict(zip(table["name"], row_labels(table), strict=True))
     stats = {line.get_label() for line in axes["edit_stats"].get_lines()}
-    assert stats == {f"{labels['clipped']}: {s}" for s in ("norm", "scale", "changed")}
+    assert stats == {f"{labels['clipped']}: changed"}
+    assert axes["edit_stats"].get_yscale() == "linear"
+    stats = {line.get_label() for line in axes["edit_norms"].get_lines()}
+    assert stats == {f"{labels['clipped']}: {s}" for s in ("norm", "scale")}
+    assert axes["edit_norms"].get_yscale() == "log"
     accuracy = axes["test_accuracy"].get_lines()[0]
     assert accuracy.get_marker() == "o" and axes["train_loss"].get_lines()[0].get_marker() == "None"
     save_figure(fig, tmp_path / "all.svg")
@@ -314,7 +320,7 @@ def test_every_panel_renders_on_runs_that_logged_only_the_loss(loss_only: Path, 
 def test_full_runs_draw_every_panel_and_edit_stats_says_when_none(lr_grid: Path):
     axes = panel_axes(plot_comparison(comparison([lr_grid]), panels=list(PANELS)))
     for name, ax in axes.items():
-        if name == "edit_stats":
+        if name in ("edit_stats", "edit_norms"):
             assert [t.get_text() for t in ax.texts] == ["no data\n(no row has edits)"]
         else:
             assert len(ax.get_lines()) == len(LRS), name
@@ -367,3 +373,115 @@ def test_layer_plot_returns_a_figure_or_writes_any_format(tmp_path: Path):
     assert out == tmp_path / "layers.svg" and ET.parse(out).getroot().tag.endswith("svg")
     with pytest.raises(CompareError, match="unsupported format"):
         plot_layers(grads, tmp_path / "layers.gif")
+
+
+# --------------------------------------------------------------------------- edit statistics
+
+CHAIN = {  # a row with five edits: nine fractions and flags, four norms and ratios
+    "clip_value": ("clipped_frac",),
+    "mask": ("kept_frac",),
+    "agc": ("clipped_frac",),
+    "topk": ("kept_frac", "norm_ratio"),
+    "noise": ("norm",),
+}
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory) -> Path:
+    """Two rows of two seeds: ``clip`` (one edit: norm, scale, changed) and ``chain`` (the
+    five edits of :data:`CHAIN`, each with its ``changed``)."""
+    root = tmp_path_factory.mktemp("edited")
+    rng = np.random.default_rng(2)
+    n = 60
+    for seed in (0, 1):
+        clip = {
+            "edit0.clip_norm.norm": np.exp(rng.normal(2.5, 0.3, n)),  # ~12: not on a 0-1 axis
+            "edit0.clip_norm.scale": rng.uniform(0.05, 0.2, n),
+            "edit0.clip_norm.changed": np.ones(n),
+        }
+        write_run(root, "clip", seed, {**full_steps(rng, n, 0.1), **clip}, edits="clip_norm")
+        chain = {}
+        for i, (kind, stats) in enumerate(CHAIN.items()):
+            for stat in stats:
+                high = 1.0 if stat.endswith("_frac") else 3.0
+                chain[f"edit{i}.{kind}.{stat}"] = rng.uniform(0.01, high, n)
+            chain[f"edit{i}.{kind}.changed"] = (rng.uniform(0, 1, n) < 0.5).astype(float)
+        steps = {**full_steps(rng, n, 0.1), **chain}
+        write_run(root, "chain", seed, steps, config={"model": {"hidden": 32}}, edits="chain")
+    return root
+
+
+def line_style(line) -> tuple:
+    """What tells one line's look from another's, colour apart (``get_linestyle`` reads
+    ``--`` for every dash pattern)."""
+    return line.get_linestyle(), line._unscaled_dash_pattern, line.get_marker()
+
+
+def statistic_lines(ax) -> dict[str, list]:
+    """The axes' lines by statistic (the label after the row's)."""
+    out: dict[str, list] = {}
+    for line in ax.get_lines():
+        out.setdefault(line.get_label().rsplit(": ", 1)[1], []).append(line)
+    return out
+
+
+def test_edit_statistics_are_split_into_fractions_and_norms(edited: Path):
+    table = comparison([edited])
+    axes = panel_axes(plot_comparison(table, panels=["edit_stats", "edit_norms"]))
+    fractions, norms = axes["edit_stats"], axes["edit_norms"]
+    assert set(statistic_lines(fractions)) == {
+        "0:changed", "0:clipped_frac", "1:changed", "1:kept_frac", "2:changed",
+        "2:clipped_frac", "3:changed", "3:kept_frac", "4:changed",
+    }  # fmt: skip
+    assert fractions.get_yscale() == "linear"
+    low, high = fractions.get_ylim()
+    assert -0.1 < low <= 0 and 1 <= high < 1.1  # a 0-1 axis: the norms of ~12 are elsewhere
+    for line in fractions.get_lines():
+        assert 0 <= np.nanmin(line.get_ydata()) and np.nanmax(line.get_ydata()) <= 1
+    assert set(statistic_lines(norms)) == {"0:norm", "0:scale", "3:norm_ratio", "4:norm"}
+    assert norms.get_yscale() == "log"
+
+
+@pytest.mark.parametrize("panel", ["edit_stats", "edit_norms"])
+def test_every_edit_statistic_has_its_own_style_named_in_a_legend_beside_the_data(
+    edited: Path, panel: str
+):
+    table = comparison([edited])
+    fig = plot_comparison(table, panels=["train_loss", "edit_stats", "edit_norms"])
+    ax = panel_axes(fig)[panel]
+    by_stat = statistic_lines(ax)
+    styles = {stat: {line_style(line) for line in lines} for stat, lines in by_stat.items()}
+    assert all(len(s) == 1 for s in styles.values()), styles  # one style per statistic
+    assert len({s for (s,) in styles.values()}) == len(styles)  # and no two alike
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert sorted(texts) == sorted(by_stat)
+    for text, handle in zip(texts, legend.legend_handles, strict=True):
+        assert line_style(handle) == next(iter(styles[text]))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    for other in fig.axes:  # over no data area, its own or another panel's
+        assert not box.overlaps(other.get_window_extent(renderer)), (panel, other.get_label())
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 + 0.5  # and not cut off
+    assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1 + 0.5
+
+
+def test_edit_statistics_are_named_alike_for_every_edit(edited: Path, loss_only: Path):
+    """``<i>:<stat>`` for every edit when a row has several (never ``changed`` for the
+    first edit and ``edit1.changed`` for the second); the plain name when none has."""
+    fig = plot_comparison(comparison([edited]), panels=["edit_stats", "edit_norms"])
+    for ax in fig.axes:
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert ax.get_legend().get_title().get_text() == "edit:statistic"
+        assert all(re.fullmatch(r"\d:[a-z_]+", t) for t in texts), texts
+    texts = [t.get_text() for t in panel_axes(fig)["edit_stats"].get_legend().get_texts()]
+    assert texts[:4] == ["0:changed", "0:clipped_frac", "1:changed", "1:kept_frac"]
+    fig = plot_comparison(comparison([loss_only]), panels=["edit_stats", "edit_norms"])
+    axes = panel_axes(fig)
+    assert [t.get_text() for t in axes["edit_stats"].get_legend().get_texts()] == ["changed"]
+    assert [t.get_text() for t in axes["edit_norms"].get_legend().get_texts()] == [
+        "norm",
+        "scale",
+    ]
+    assert axes["edit_norms"].get_legend().get_title().get_text() == "statistic"

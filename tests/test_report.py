@@ -7,6 +7,7 @@ import base64
 import errno
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from gradlab.compare import comparison
 from gradlab.config import config_from_dict
 from gradlab.reading import CompareError
 from gradlab.report import build_report, layer_health, write_report
+from gradlab.report_health import _health_table
 from gradlab.train import train
 
 HOSTILE_ROOT = "<script>alert(1)</script>"
@@ -232,6 +234,31 @@ def test_layer_health_averages_first_and_last_over_the_runs():
     assert health.loc["fc2.bias", "norm_last"] == pytest.approx(30.0)
 
 
+def test_health_numbers_keep_one_precision_per_column():
+    """Not ``%g`` (``0.05 → 0.0343``, ``0.5 → 0.25``): every number of a column at one
+    precision, as in the comparison (:func:`gradlab.numbers.column_format`)."""
+    health = pd.DataFrame(
+        {
+            "norm_first": [0.05, 0.5],
+            "norm_last": [0.0343, 0.25],
+            "ratio_first": [0.002, 0.01],
+            "ratio_last": [0.0015, 0.0012],
+            "zero_frac_last": [0.0, 0.625],
+            "max_abs_max": [3.0, 0.125],
+            "weight_norm_last": [12.5, 2.0],
+        },
+        index=["fc1.weight", "fc2.bias"],
+    )
+    rows = [
+        [unescape(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(<td>.*?)</tr>", _health_table(health))
+    ]
+    assert [row[1:] for row in rows] == [
+        ["0.0500 → 0.0343", "0.00200 → 0.00150", "0.0%", "3.000", "12.50"],
+        ["0.5000 → 0.2500", "0.01000 → 0.00120", "62.5%", "0.125", "2.00"],
+    ]
+
+
 def test_an_unwritable_output_is_one_line_and_leaves_the_old_file(table, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "build_report", lambda *args, **options: "<p>new</p>")
     with pytest.raises(CompareError) as missing:
@@ -359,6 +386,71 @@ def test_the_printed_page_cuts_nothing_off(browser, report_file: Path):
     page.close()
 
 
+@pytest.fixture(scope="module")
+def wide_file(study: Path, tmp_path_factory) -> Path:
+    """The report of the study against a baseline, with ``seeds_needed``: a table wider than
+    a laptop's screen (deltas with their intervals, p-values, tests, counts)."""
+    out = tmp_path_factory.mktemp("wide") / "report.html"
+    out.write_text(build_report(comparison([study], baseline="plain"), power=True))
+    return out
+
+
+def test_the_row_names_stay_in_view_when_a_wide_table_scrolls(browser, wide_file: Path):
+    page, trouble = open_page(browser, wide_file, 1366)
+    box = page.locator("#comparison .scroll")
+    assert page.locator("#comparison-table thead th").count() > 15
+    assert box.evaluate("e => e.scrollWidth - e.clientWidth") > 100  # it does scroll
+    names = page.locator("#comparison-table tbody td.stick")
+    assert names.count() == 3 and names.first.inner_text() in ("plain", "clipped", "fast")
+    edits = page.locator("#comparison-table tbody td:nth-child(3)").first  # after the name
+    box.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+    page.wait_for_timeout(50)
+    frame = box.bounding_box()
+    assert box.evaluate("e => e.scrollLeft") > 100
+    assert edits.bounding_box()["x"] + edits.bounding_box()["width"] < frame["x"] + 200
+    for cells in (page.locator("#comparison-table tbody td.key"), names):
+        for i in range(cells.count()):
+            cell = cells.nth(i).bounding_box()
+            assert frame["x"] <= cell["x"] and cell["x"] + cell["width"] <= frame["x"] + 400
+            # and on top, opaque: what shows at its centre is the cell, not what scrolled under
+            on_top = page.evaluate(
+                "([x, y]) => document.elementFromPoint(x, y).closest('td')?.className",
+                [cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2],
+            )
+            assert on_top in ("key", "text stick"), on_top
+    backgrounds = names.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    assert all(b.startswith("rgb(") for b in backgrounds), backgrounds  # no alpha: opaque
+    assert trouble == []
+    page.close()
+
+
+LINES = """els => els.map(e => {
+  const range = document.createRange();
+  range.selectNodeContents(e);
+  const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+  return [e.textContent, lines, range.getBoundingClientRect().height,
+          parseFloat(getComputedStyle(e).lineHeight)];
+})"""
+
+
+@pytest.mark.parametrize("media", ["screen", "print"])
+def test_numbers_never_wrap(browser, wide_file: Path, media: str):
+    """``0.301 ± 0.030`` on one line, never ``0.301 / ± / 0.030``: on a laptop's screen,
+    and printed on a landscape page (the table then fits the page whole)."""
+    page, trouble = open_page(browser, wide_file, 1366 if media == "screen" else 960)
+    if media == "print":
+        page.emulate_media(media="print")
+        page.set_viewport_size({"width": 960, "height": 700})  # landscape Letter; A4 is wider
+        assert overflow(page, "#comparison .scroll") == [0]
+    cells = page.eval_on_selector_all("#comparison-table tbody td.num", LINES)
+    assert len(cells) > 30 and any(" ± " in text for text, *_ in cells)
+    assert any(" [" in text for text, *_ in cells)  # the deltas' intervals
+    for text, lines, height, line_height in cells:
+        assert lines == 1 and height <= line_height, (media, text, lines, height)
+    assert trouble == []
+    page.close()
+
+
 def test_the_report_command_writes_the_page_and_refuses_bad_input(study: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
@@ -374,7 +466,7 @@ def test_the_report_command_writes_the_page_and_refuses_bad_input(study: Path, t
     kept = out.read_text()
     for args, message in [
         (["--panels", "train_loss,nope"], "--panels nope: unknown panel"),
-        (["--columns", "nothing"], "--columns nothing: unknown column"),
+        (["--columns", "nothing"], "--columns 'nothing': unknown column"),
         (["--baseline", "nobody"], "--baseline 'nobody' matches no row"),
         (["-o", str(tmp_path / "missing" / "r.html")], "cannot write"),
         (["-o", str(tmp_path)], "is a directory"),
