@@ -730,6 +730,15 @@ def sweep(
             show_default=False,
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            metavar="S1,S2,...",
+            help="The seeds of every run, instead of the file's (and its entries'), e.g. "
+            "[bold]--seeds 0[/] for a smoke run.",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -747,7 +756,11 @@ def sweep(
     ] = None,
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster address (default: start a local Ray).", show_default=False),
+        typer.Option(
+            help="Ray cluster address: host:port, ray://host:port, auto (default: "
+            "$RAY_ADDRESS when set, else start a local Ray).",
+            show_default=False,
+        ),
     ] = None,
     shared_dir: Annotated[
         bool | None,
@@ -795,7 +808,13 @@ def sweep(
 
             if importlib.util.find_spec("ray") is None:
                 raise GradlabError("--executor ray needs Ray: pip install 'gradlab[ray]'")
-        spec = load_sweep(sweep_file, max_runs=max_runs, sets=set_ or [], grids=grid or [])
+        spec = load_sweep(
+            sweep_file, max_runs=max_runs, sets=set_ or [], grids=grid or [], seeds=seeds
+        )
+        if executor == "ray" and address and not dry_run:
+            from gradlab.ray_executor import check_address
+
+            check_address(address)  # before the sweep folder exists
         if dry_run:
             typer.echo(describe(spec, runs_dir / spec.name), nl=False)
             raise typer.Exit(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,16 @@ if TYPE_CHECKING:
 
 
 def run_one(
-    config: dict[str, Any], sweep_dir: str, threads: int | None = None, folder: str | None = None
+    config: dict[str, Any],
+    sweep_dir: str,
+    threads: int | None = None,
+    folder: str | None = None,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train one run of a sweep (in a worker process or a Ray task) into ``folder``, an
     empty run folder the sweep claimed for it (so that it knows the folder even if this
-    process dies).
+    process dies). ``command``: the sweep's command line, recorded in meta.json (default:
+    this process's ``sys.argv``, which in a Ray worker is Ray's, not the sweep's).
 
     Never raises for a failing run: a problem found before training (missing data, no such
     device) still gets a run folder whose summary says failed, with the error.
@@ -42,7 +48,7 @@ def run_one(
     cfg = config_from_dict(config)
     run_folder = Path(folder) if folder else None
     try:
-        result = train(cfg, sweep_dir, run_folder=run_folder)
+        result = train(cfg, sweep_dir, command=command, run_folder=run_folder)
         return {
             "status": result.summary["status"],
             "folder": result.path.name,
@@ -224,6 +230,7 @@ def run_local(
     from multiprocessing.connection import wait
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    command = [str(arg) for arg in sys.argv]  # the sweep's, recorded in each run's meta.json
     context = multiprocessing.get_context("spawn")
     queue = list(runs)
     idle: list[_Worker] = []
@@ -254,7 +261,7 @@ def run_local(
                 run = queue.pop(0)
                 worker = idle.pop() if idle else _Worker(context, threads)
                 folder = _claim_folder(sweep_dir, run)
-                worker.conn.send((run.config, str(sweep_dir), threads, str(folder)))
+                worker.conn.send((run.config, str(sweep_dir), threads, str(folder), command))
                 busy[worker] = run
                 on_start(run)
             collect(timeout=0.5)

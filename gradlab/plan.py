@@ -30,6 +30,7 @@ import copy
 import itertools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from gradlab.config import (
 from gradlab.errors import ConfigError
 from gradlab.sweepsyntax import (  # noqa: F401  (public through the plan)
     MAX_NAME,
+    name_hash,
     parse_grid_option,
     run_name,
     short_keys,
@@ -122,6 +124,8 @@ def _grid(value: Any, where: str) -> dict[str, list[Any]]:
 def _seeds(value: Any, where: str) -> list[int] | None:
     if value is None:
         return None
+    if isinstance(value, str):
+        value = split_values(value, where)
     if (
         not isinstance(value, list)
         or not value
@@ -145,6 +149,7 @@ def load_sweep(
     max_runs: int = MAX_RUNS,
     sets: list[str] | tuple[str, ...] = (),
     grids: list[str] | tuple[str, ...] = (),
+    seeds: str | None = None,
 ) -> Sweep:
     """Read and expand a sweep file, with the command line's ``--set`` and ``--grid``;
     every invalid expansion is reported at once.
@@ -156,7 +161,7 @@ def load_sweep(
             expanded runs do not validate (one line per run, all of them).
     """
     try:
-        return _load_sweep(Path(path), max_runs, list(sets), list(grids))
+        return _load_sweep(Path(path), max_runs, list(sets), list(grids), seeds)
     except RecursionError:  # aliases that pass the YAML limits but nest deeply when copied
         raise ConfigError(
             f"{path}: values nested too deeply (aliases of aliases); write them out"
@@ -169,35 +174,106 @@ class _Entry:
     overrides: dict[str, Any]
     grid: dict[str, list[Any]]
     seeds: list[int | None]
+    name: str = ""
+    named: bool = False  # the name was given (entry, set, --set), not made up
 
 
-def _entries(path: Path, raw: dict[str, Any], sets: dict[str, Any], grids: dict) -> list[_Entry]:
+def _overlap(key: str, axes: Iterable[str]) -> list[str]:
+    """The axes ``key`` sets, or that set part of it (``edit`` and ``edit.0.max_norm``)."""
+    return [a for a in axes if a == key or a.startswith(key + ".") or key.startswith(a + ".")]
+
+
+def _entries(
+    path: Path,
+    raw: dict[str, Any],
+    sets: dict[str, Any],
+    grids: dict[str, list[Any]],
+    seeds_option: list[int] | None,
+    sweep_name: str,
+) -> list[_Entry]:
     common = raw.get("set") or {}
     if not isinstance(common, dict):
         raise ConfigError(f"{path}: set: expected a mapping of key: value")
     items = raw.get("list") or [{}]
     if not isinstance(items, list) or not all(isinstance(e, dict) for e in items):
         raise ConfigError(f"{path}: list: expected a list of mappings of key: value")
-    top_grid = {**_grid(raw.get("grid"), f"{path}: grid"), **grids}
-    top_seeds = _seeds(raw.get("seeds"), f"{path}: seeds")
-    entries = []
-    for i, item in enumerate(items):
-        where = f"{path}: list[{i}]"
-        own = _grid(item.get("grid"), f"{where}.grid")
-        grid = {**top_grid, **{k: v for k, v in own.items() if k not in grids}}
-        clash = [k for k in sets if k in grid]
-        if clash:
+    for where, keys in (
+        ("set", common),
+        ("--set", sets),
+        ("--grid", grids),
+        ("grid", raw.get("grid") or {}),
+    ):
+        if "seed" in keys:
             raise ConfigError(
-                f"--set {clash[0]}: the key is also a grid axis; change the axis with "
-                f"--grid {clash[0]}=v1,v2 instead"
+                f"{path}: {where} seed: the seeds are a list of their own: `seeds: [0, 1]` "
+                "(in the file or an entry) or --seeds 0,1"
             )
+    file_grid = _grid(raw.get("grid"), f"{path}: grid")
+    owns = [_grid(item.get("grid"), f"{path}: list[{i}].grid") for i, item in enumerate(items)]
+    # --grid replaces the file's axis; an axis only entries have, in those entries; else
+    # it is a new axis crossing every entry
+    entry_axes = {k for own in owns for k in own}
+    top_grid = {
+        **file_grid,
+        **{k: v for k, v in grids.items() if k in file_grid or k not in entry_axes},
+    }
+    top_seeds = seeds_option or _seeds(raw.get("seeds"), f"{path}: seeds")
+    differing = _differing_keys(items)
+    entries = []
+    for i, (item, own) in enumerate(zip(items, owns, strict=True)):
+        where = f"{path}: list[{i}]"
+        if "seed" in item:
+            raise ConfigError(f"{where}: seed: give the entry `seeds: [...]` instead")
+        own = {**own, **{k: v for k, v in grids.items() if k in own}}
         overrides = {k: v for k, v in item.items() if k not in ENTRY_KEYS}
-        seeds = _seeds(item.get("seeds"), f"{where}.seeds") or top_seeds or [None]
-        entries.append(_Entry(i, {**common, **overrides, **sets}, grid, seeds))
+        # the entry's own value of a key wins over the top-level axis of that key
+        grid = {**{k: v for k, v in top_grid.items() if k not in overrides}, **own}
+        for key in sets:
+            clash = _overlap(key, grid)
+            if clash:
+                raise ConfigError(
+                    f"--set {key}: grid axis {clash[0]} sets it too; change the axis with "
+                    f"--grid {clash[0]}=v1,v2 instead"
+                )
+        seeds = seeds_option or _seeds(item.get("seeds"), f"{where}.seeds") or top_seeds or [None]
+        merged = {**common, **overrides, **sets}
+        if "name" in sets:  # --set name=...: used as it is
+            name, named = str(sets["name"]), True
+        elif merged.get("name") is not None:  # the entry's (or the file's) name: a base
+            name, named = str(merged["name"]), False
+        elif len(items) == 1:
+            name, named = sweep_name, False
+        else:
+            parts = {k: overrides[k] for k in differing if k in overrides}
+            name, named = (run_name(sweep_name, parts) if parts else f"{sweep_name}-{i}"), False
+        entries.append(_Entry(i, merged, grid, seeds, name, named))
     return entries
 
 
-def _load_sweep(path: Path, max_runs: int, set_items: list[str], grid_items: list[str]) -> Sweep:
+def _differing_keys(items: list[dict[str, Any]]) -> list[str]:
+    """The override keys whose values differ between the list's entries (to name the
+    entries that have no name)."""
+    keys = [
+        k
+        for k in dict.fromkeys(k for item in items for k in item)
+        if k not in (*ENTRY_KEYS, "name")
+    ]
+    missing = object()
+    return [
+        k
+        for k in keys
+        if len({json.dumps(item.get(k, missing), sort_keys=True, default=str) for item in items})
+        > 1
+    ]
+
+
+def _load_sweep(
+    path: Path,
+    max_runs: int,
+    set_items: list[str],
+    grid_items: list[str],
+    seeds_text: str | None = None,
+) -> Sweep:
     raw = read_yaml_mapping(path)
     unknown = [k for k in raw if k not in SWEEP_KEYS]
     if unknown:
@@ -217,56 +293,108 @@ def _load_sweep(path: Path, max_runs: int, set_items: list[str], grid_items: lis
         raise ConfigError(f"{path}: base: expected a config file path or a mapping")
     sets = dict(parse_override(item) for item in set_items)
     grids = dict(parse_grid_option(item) for item in grid_items)
-    entries = _entries(path, raw, sets, grids)
+    seeds_option = None if seeds_text is None else _seeds(seeds_text, "--seeds")
+    entries = _entries(path, raw, sets, grids, seeds_option, name)
     counts = [math.prod(len(v) for v in e.grid.values()) * len(e.seeds) for e in entries]
     if sum(counts) > max_runs:
         raise ConfigError(
             f"{path}: the sweep expands to {sum(counts):,} runs, more than the limit of "
             f"{max_runs:,}; raise it with --max-runs if you mean it"
         )
+    points = _named_points(entries)
 
     from gradlab.train import resolved_setup
 
     sweep = Sweep(name=name, source=str(path), shape=_shape(entries, name))
-    problems = []
-    for entry in entries:
-        axes = entry.grid
-        entry_name = entry.overrides.get("name") or (
-            name if len(entries) == 1 else f"{name}-{entry.index}"
-        )
-        for combo in itertools.product(*axes.values()):
-            point = dict(zip(axes, combo, strict=True))
-            varying = {k: v for k, v in point.items() if len(axes[k]) > 1 and k != "name"}
-            overrides = {**entry.overrides, **point}
-            if "name" not in point and "name" not in sets:
-                overrides["name"] = run_name(str(entry_name), varying)
-            for seed in entry.seeds:
-                full = {**overrides, **({"seed": seed} if seed is not None else {})}
-                index = len(sweep.runs) + len(problems)
-                try:
-                    config = _resolve(base, full, f"run {index} ({full.get('name', name)})")
-                except ConfigError as exc:
-                    problems.append(f"{exc} [overrides: {_short(full)}]")
-                    continue
-                sweep.runs.append(
-                    PlannedRun(
-                        index=index,
-                        name=config.name,
-                        seed=config.seed,
-                        overrides=full,
-                        config=config.to_dict(),
-                        hash=config.experiment_hash(resolved_setup(config)),
-                        entry=entry.index,
-                    )
+    problems: list[tuple[str, int, str]] = []
+    for entry, overrides in points:
+        for seed in entry.seeds:
+            full = {**overrides, **({"seed": seed} if seed is not None else {})}
+            index = len(sweep.runs) + len(problems)
+            where = f"run {index} ({full['name']})"
+            try:
+                config = _resolve(base, full, where)
+            except ConfigError as exc:
+                problems.append((str(exc).removeprefix(f"{where}: "), index, full["name"]))
+                continue
+            sweep.runs.append(
+                PlannedRun(
+                    index=index,
+                    name=config.name,
+                    seed=config.seed,
+                    overrides=full,
+                    config=config.to_dict(),
+                    hash=config.experiment_hash(resolved_setup(config)),
+                    entry=entry.index,
                 )
+            )
     if problems:
-        shown = "\n".join(problems)
         raise ConfigError(
-            f"{path}: {len(problems)} of {len(problems) + len(sweep.runs)} runs are invalid:\n{shown}"
+            f"{path}: {len(problems)} of {len(problems) + len(sweep.runs)} runs are invalid: "
+            + _grouped(problems)
         )
     _check_no_duplicates(path, sweep)
     _check_names(path, sweep)
     return sweep
+
+
+def _named_points(entries: list[_Entry]) -> list[tuple[_Entry, dict[str, Any]]]:
+    """Every entry's grid points as overrides, each with its run name. Names the rule made
+    (an entry's name and what varies) that two points would share (values that read the
+    same, names cut at 100 characters) get a stable hash suffix instead of colliding;
+    names the user gave that collide are left for :func:`_check_names` to refuse."""
+    points = []
+    for entry in entries:
+        axes = entry.grid
+        for combo in itertools.product(*axes.values()):
+            point = dict(zip(axes, combo, strict=True))
+            overrides = {**entry.overrides, **point}
+            varying = {k: v for k, v in point.items() if len(axes[k]) > 1}
+            made = "name" not in point and not entry.named and bool(varying)
+            overrides["name"] = (
+                run_name(entry.name, varying) if made else overrides.get("name", entry.name)
+            )
+            if "name" not in point and not made:
+                overrides["name"] = entry.name
+            points.append((entry, overrides, made))
+    count: dict[str, int] = {}
+    for _, overrides, _ in points:
+        count[overrides["name"]] = count.get(overrides["name"], 0) + 1
+    out = []
+    for entry, overrides, made in points:
+        if count[overrides["name"]] > 1 and made:  # the rule's doing, not the user's
+            text = overrides["name"]
+            suffix = name_hash(entry.index, {k: v for k, v in overrides.items() if k != "name"})
+            overrides["name"] = f"{text[: MAX_NAME - 7]}-{suffix}"
+        out.append((entry, overrides))
+    return out
+
+
+def _grouped(problems: list[tuple[str, int, str]]) -> str:
+    """Invalid runs on one line: each distinct problem once, with the runs it hits."""
+    causes: dict[str, list[tuple[int, str]]] = {}
+    for cause, index, run in problems:
+        causes.setdefault(cause, []).append((index, run))
+    parts = []
+    for cause, runs in list(causes.items())[:3]:
+        names = list(dict.fromkeys(n for _, n in runs))
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        parts.append(
+            f"{cause} (run{'s' * (len(runs) > 1)} {_ranges([i for i, _ in runs])}: {shown})"
+        )
+    more = f"; and {len(causes) - 3} more problems" if len(causes) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _shape(entries: list[_Entry], sweep_name: str) -> str:
@@ -302,20 +430,21 @@ def _check_no_duplicates(path: Path, sweep: Sweep) -> None:
 
 
 def _check_names(path: Path, sweep: Sweep) -> None:
-    """Different experiments must not share a name: compare's rows and legends would read
-    the same."""
+    """Different experiments must not share a name (given names: made-up ones never do):
+    compare's rows and legends would read the same."""
     owner: dict[str, PlannedRun] = {}
-    clashes, seen = [], set()
+    clashes: dict[str, str] = {}
     for run in sweep.runs:
         first = owner.setdefault(run.name, run)
-        if first.hash != run.hash and (run.name, run.hash) not in seen:
-            seen.add((run.name, run.hash))
-            clashes.append(f"run {first.index} and run {run.index} are both named {run.name!r}")
+        if first.hash != run.hash and run.name not in clashes:
+            clashes[run.name] = f"run {first.index} and run {run.index} are both named {run.name!r}"
     if clashes:
+        shown = "; ".join(list(clashes.values())[:5])
         more = f"; and {len(clashes) - 5} more" if len(clashes) > 5 else ""
         raise ConfigError(
-            f"{path}: {len(clashes)} names would be shared by different experiments: "
-            f"{'; '.join(clashes[:5])}{more}; give the list entries distinct names"
+            f"{path}: {len(clashes)} name{'s' * (len(clashes) > 1)} would be shared by "
+            f"different experiments: {shown}{more}; give each list entry its own name, or "
+            "leave the name out of --set and the grid (runs are then named by what varies)"
         )
 
 
@@ -336,23 +465,49 @@ def _short(overrides: dict[str, Any]) -> str:
 
 def describe(sweep: Sweep, folder: Path | None = None) -> str:
     """The expanded runs for --dry-run: how they were counted, what varies, then one line
-    per run (index, name, seed, the values of the keys that vary)."""
+    per run (index, name, seed, the values it was given for the keys that vary)."""
     runs = sweep.runs
-    keys = [k for k in dict.fromkeys(k for r in runs for k in r.overrides) if k not in ("seed",)]
-    varies = [
-        k for k in keys if len({json.dumps(r.overrides.get(k), sort_keys=True) for r in runs}) > 1
+    given = [_applied(r.overrides) for r in runs]
+    keys = [
+        k for k in dict.fromkeys(k for r in runs for k in r.overrides) if k not in ("seed", "name")
     ]
-    varies_shown = [k for k in varies if k != "name"]
+    varies = [k for k in keys if len({json.dumps(_at(g, k), sort_keys=True) for g in given}) > 1]
+    varies = [
+        k for k in varies if not any(k.startswith(v + ".") for v in varies)
+    ]  # edit, not edit.0.x
+    seeds = len({r.seed for r in runs}) > 1
     experiments = len({r.hash for r in runs})
     lines = [
         f"# {len(runs)} runs = {sweep.shape}; {experiments} experiments"
         + (f" -> {folder}/" if folder else ""),
-        "# varies: " + (", ".join([*varies_shown, "seed"]) if len(runs) > 1 else "nothing"),
+        "# varies: " + (", ".join([*varies, *(["seed"] if seeds else [])]) or "nothing"),
     ]
     width = max((len(r.name) for r in runs), default=4)
-    for r in runs:
-        values = " ".join(
-            f"{k}={json.dumps(r.overrides[k])}" for k in varies_shown if k in r.overrides
-        )
+    for r, g in zip(runs, given, strict=True):
+        values = " ".join(f"{k}={json.dumps(_at(g, k))}" for k in varies if _at(g, k) is not None)
         lines.append(f"{r.index:>4}  {r.name:<{width}}  seed {r.seed:<4} {values}".rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _applied(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides as the nested values they set (``edit`` with its grid point in it)."""
+    raw: dict[str, Any] = {}
+    for key, value in overrides.items():
+        try:
+            set_by_path(raw, str(key), copy.deepcopy(value))
+        except ConfigError:
+            pass
+    return raw
+
+
+def _at(config: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in a nested mapping (list items by index)."""
+    node: Any = config
+    for part in key.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gradlab.errors import GradlabError
 from gradlab.executors import Event, _claim_folder, _died, _record, run_one
@@ -25,14 +27,160 @@ if TYPE_CHECKING:
     from gradlab.plan import PlannedRun
 
 PROBE_PREFIX = ".ray-probe-"
+CLIENT_PORT = 10001
+"""The Ray Client server's port on a head node (``ray start --head`` serves it there)."""
+ADDRESS_FORMS = "host:port (e.g. 10.0.0.1:6379), ray://host[:port], auto or local"
+ENV_ADDRESS = "RAY_ADDRESS"
+"""Where Ray (and ``ray job submit``) name the cluster when ``ray.init`` is given none."""
+
+
+class Endpoint(NamedTuple):
+    """Where a Ray address connects: a cluster's GCS, or a Ray Client server (``client``)."""
+
+    host: str
+    port: int
+    client: bool
+    port_given: bool
+
+    def ray_address(self) -> str:
+        """The address for ``ray.init``, with the Ray Client's port where it was left out
+        (gRPC would otherwise try 443)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'ray://' if self.client else ''}{host}:{self.port}"
+
+
+def parse_address(address: str, name: str | None = None) -> Endpoint | None:
+    """Where ``address`` connects, read as ``ray.init(address=...)`` reads it: ``host:port``
+    (a cluster's GCS, as ``ray start --head`` prints) or ``ray://host[:port]`` (a Ray Client
+    server, port 10001 unless given); IPv6 hosts in brackets. None where there is nothing to
+    check: ``auto`` (Ray looks for a cluster on this machine, or in RAY_ADDRESS), ``local``
+    (Ray starts one) and other schemes (``module://...``, which Ray hands to that module).
+
+    Raises GradlabError, with ``name`` (default ``--address ADDRESS``) first, for a form Ray
+    would refuse: no port, a bad port, an HTTP URL.
+    """
+    name = name or f"--address {address}"
+    text = address.strip()
+    if text in ("auto", "local"):
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    elif scheme in ("http", "https"):
+        raise GradlabError(
+            f"{name}: Ray needs a cluster's address (host:port, as ray start --head prints) or "
+            f"a Ray Client address (ray://host:{CLIENT_PORT}), not an HTTP URL"
+        )
+    elif scheme != "ray":
+        return None  # another module's client (e.g. anyscale://): Ray hands it over
+    rest = rest.rstrip("/")
+    if rest.startswith("["):  # [IPv6] or [IPv6]:port
+        host, bracket, after = rest[1:].partition("]")
+        port = after[1:] if bracket and after.startswith(":") else None
+        valid = bool(bracket) and (not after or port is not None)
+    else:
+        host, colon, port = rest.rpartition(":")
+        if not colon:
+            host, port = rest, None
+        valid = ":" not in host  # an IPv6 host without brackets: its port is unclear
+    given = port is not None
+    if not given and scheme == "ray":
+        port = str(CLIENT_PORT)
+    if not (valid and host and port and port.isdigit() and 0 < int(port) < 65536):
+        raise GradlabError(f"{name}: not a Ray address; expected {ADDRESS_FORMS}")
+    return Endpoint(host, int(port), scheme == "ray", given)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with one line, when nothing listens at a Ray ``--address`` (Ray itself
+    retries a wrong one for minutes): a TCP connection to its host and port must open
+    within ``timeout`` seconds. ``auto`` checks RAY_ADDRESS when that is set; ``local`` and
+    other schemes are left to Ray. See :func:`parse_address` for the forms."""
+    name = f"--address {address}"
+    if address.strip() == "auto":
+        address = os.environ.get(ENV_ADDRESS, "").strip()
+        if address in ("", "auto", "local"):
+            return
+        name = f"{name} ({ENV_ADDRESS}={address})"
+    _check(address, name, timeout)
+
+
+def _check(address: str, name: str, timeout: float) -> None:
+    endpoint = parse_address(address, name)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+            why = f"no answer within {timeout:g} s"
+        elif isinstance(exc, socket.gaierror):
+            why = f"unknown host {endpoint.host}: {exc.strerror or exc}"
+        else:
+            why = exc.strerror or str(exc) or type(exc).__name__
+        there = "there" if endpoint.port_given else f"at port {endpoint.port}"
+        raise GradlabError(
+            f"{name}: cannot connect to a Ray cluster {there} ({why}); is it running? "
+            "e.g. ray start --head"
+        ) from None
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: its type and its message, lines joined."""
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _start_ray(ray: Any, address: str | None, name: str, jobs: int) -> bool:
+    """Connect to the cluster at ``address``, or start a local Ray with ``jobs`` CPUs (no
+    address, or ``local``). True when this started Ray (and so should shut it down). Any
+    failure becomes one GradlabError line that starts with ``name``, or says that a local
+    Ray could not start."""
+    local = address is None or address == "local"
+    started = not ray.is_initialized()
+    try:
+        if local:
+            ray.init(
+                address=address,
+                num_cpus=jobs,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+                include_dashboard=False,
+            )
+        else:
+            endpoint = parse_address(address, name)
+            target = endpoint.ray_address() if endpoint else address
+            ray.init(address=target, ignore_reinit_error=True, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - Ray's errors are many, and many lines long
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001, S110 - a half-started Ray: nothing more to do
+            pass
+        if isinstance(exc, GradlabError):
+            raise
+        if local:
+            raise GradlabError(f"cannot start a local Ray: {_one_line(exc)}") from None
+        message = _one_line(exc)
+        if address == "auto":  # Ray found no cluster on this machine
+            message = f"{message.rstrip('.')}; start one with ray start --head"
+        raise GradlabError(f"{name}: {message}") from None
+    return started and local
 
 
 def train_task(
-    config: dict[str, Any], sweep_dir: str, folder_name: str, probe: str, shared: bool | None
+    config: dict[str, Any],
+    sweep_dir: str,
+    folder_name: str,
+    probe: str,
+    shared: bool | None,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
     """A Ray task: one run, trained in the sweep folder when it is shared with the driver,
     else in a temporary folder whose files come back in the result (``files``: relative
-    path -> bytes). ``where`` says which."""
+    path -> bytes). ``where`` says which. ``command``: the driver's command line, recorded
+    in meta.json (the task's own is Ray's worker)."""
     visible = Path(probe).is_file()
     if shared is True and not visible:
         return {
@@ -42,13 +190,13 @@ def train_task(
             f"{os.uname().nodename}; leave --shared-dir out to copy the run folders back",
         }
     if visible and shared is not False:
-        result = run_one(config, sweep_dir, 1, str(Path(sweep_dir) / folder_name))
+        result = run_one(config, sweep_dir, 1, str(Path(sweep_dir) / folder_name), command)
         return {**result, "files": None, "where": "shared"}
     scratch = tempfile.mkdtemp(prefix="gradlab-ray-")
     try:
         folder = Path(scratch) / folder_name
         folder.mkdir()
-        result = run_one(config, scratch, 1, str(folder))
+        result = run_one(config, scratch, 1, str(folder), command)
         files = {
             path.relative_to(folder).as_posix(): path.read_bytes()
             for path in sorted(folder.rglob("*"))
@@ -84,17 +232,26 @@ def run_ray(
 ) -> None:
     """Submit each run as a Ray task: to the cluster at ``address``, else to a local Ray
     started here with ``jobs`` CPUs. ``shared``: None = detect whether the sweep folder is
-    visible from the tasks, True = require it, False = always copy the run folders back."""
+    visible from the tasks, True = require it, False = always copy the run folders back.
+
+    Without ``address``, RAY_ADDRESS names the cluster when it is set (as under ``ray job
+    submit``). A wrong address, or a Ray that cannot start, raises GradlabError (one line).
+    """
+    name = f"--address {address}"
+    if address:
+        address = address.strip()
+        check_address(address)
+    elif os.environ.get(ENV_ADDRESS, "").strip():
+        address = os.environ[ENV_ADDRESS].strip()
+        name = f"{ENV_ADDRESS}={address}"
+        if address != "auto":
+            _check(address, name, 5.0)
     try:
         import ray
     except ImportError:
         raise GradlabError("--executor ray needs Ray: pip install 'gradlab[ray]'") from None
-    if address:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=jobs, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False
-        )
+    started = _start_ray(ray, address or None, name, jobs)
+    command = [str(arg) for arg in sys.argv]  # the sweep's, not the Ray worker's
     sweep_dir = sweep_dir.resolve()
     probe = sweep_dir / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     try:
@@ -103,7 +260,7 @@ def run_ray(
         refs = {}
         for run in runs:
             folder = _claim_folder(sweep_dir, run)
-            ref = task.remote(run.config, str(sweep_dir), folder.name, str(probe), shared)
+            ref = task.remote(run.config, str(sweep_dir), folder.name, str(probe), shared, command)
             refs[ref] = (run, folder)
             on_start(run)
         pending = list(refs)
@@ -120,7 +277,7 @@ def run_ray(
             raise
     finally:
         probe.unlink(missing_ok=True)
-        if not address:
+        if started:
             ray.shutdown()
 
 

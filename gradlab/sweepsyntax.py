@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -12,20 +13,27 @@ from gradlab.config import _show, load_yaml
 from gradlab.errors import ConfigError
 
 MAX_NAME = 100
+_HYDRA_SWEEP = re.compile(r"^\s*(choice|range|interval|glob|tag)\(")
 
 
 def split_values(text: str, where: str) -> list[Any]:
     """``"0.1,0.5"`` -> ``[0.1, 0.5]``: comma-separated values, each parsed as YAML; commas
-    inside brackets, braces or quotes do not split (``[],[{type: clip_norm}]``)."""
+    inside brackets, braces, parentheses or quotes do not split (``[],[{type: clip_norm}]``).
+    Hydra's ``choice(...)`` and ``range(...)`` sweeps are refused with a hint."""
+    hydra = _HYDRA_SWEEP.match(text)
+    if hydra:
+        raise ConfigError(
+            f"{where}: Hydra's {hydra[1]}(...) is not supported; list the values, e.g. 0.1,0.5"
+        )
     parts, depth, quote, current = [], 0, "", ""
     for ch in text:
         if quote:
             quote = "" if ch == quote else quote
         elif ch in "'\"":
             quote = ch
-        elif ch in "[{":
+        elif ch in "[{(":
             depth += 1
-        elif ch in "]}":
+        elif ch in "]})":
             depth -= 1
         elif ch == "," and depth == 0:
             parts.append(current)
@@ -33,6 +41,8 @@ def split_values(text: str, where: str) -> list[Any]:
             continue
         current += ch
     parts.append(current)
+    if quote or depth:
+        raise ConfigError(f"{where}: an unmatched quote or bracket in {_show(text)}")
     if any(not p.strip() for p in parts):
         raise ConfigError(f"{where}: expected values separated by commas, e.g. 0.1,0.5")
     return [load_yaml(p, where) for p in parts]
@@ -56,6 +66,8 @@ def value_text(value: Any) -> str:
         text = json.dumps(value)
     elif isinstance(value, float):
         text = f"{value:g}"
+        if float(text) != value:  # %g would make 0.1234567 and 0.1234568 read the same
+            text = repr(value)
     elif isinstance(value, list):
         text = "+".join(value_text(v) for v in value) or "none"
     elif isinstance(value, dict):
@@ -80,7 +92,21 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 
 def run_name(entry_name: str, varying: dict[str, Any]) -> str:
     """``entry_name`` followed by ``-<short key>=<value>`` for each key that varies within
-    the entry (at most 100 characters)."""
+    the entry. A name longer than 100 characters keeps its first 93 and ends in ``-`` and
+    6 hex digits of a hash of the whole: still stable, still distinct."""
     shorts = short_keys(list(varying))
     parts = [entry_name, *(f"{shorts[k]}={value_text(v)}" for k, v in varying.items())]
-    return "-".join(parts)[:MAX_NAME]
+    return fit_name("-".join(parts))
+
+
+def fit_name(name: str) -> str:
+    """``name`` cut to 100 characters with a stable hash suffix when longer."""
+    if len(name) <= MAX_NAME:
+        return name
+    return f"{name[: MAX_NAME - 7]}-{name_hash(name)}"
+
+
+def name_hash(*parts: Any) -> str:
+    """6 hex digits of a stable hash of ``parts`` (JSON)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]

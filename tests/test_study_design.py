@@ -66,7 +66,7 @@ def test_set_and_grid_on_the_command_line(tmp_path: Path):
     assert {r.config["optim"]["lr"] for r in sweep.runs} == {1.0, 2.0, 3.0}
     assert {r.config["model"]["hidden"] for r in sweep.runs} == {8, 16}
     assert names(sweep)[:2] == ["sgd-lr=1-hidden=8", "sgd-lr=1-hidden=16"]
-    with pytest.raises(ConfigError, match="--set optim.lr: the key is also a grid axis"):
+    with pytest.raises(ConfigError, match="--set optim.lr: grid axis optim.lr sets it too"):
         load_sweep(path, sets=["optim.lr=0.3"])
 
 
@@ -110,7 +110,7 @@ def test_an_arm_can_carry_its_own_grid_and_seeds(tmp_path: Path):
     assert result.stdout.splitlines()[0].startswith(
         "# 9 runs = entries x grid points x seeds: sgd 1x2, clip 3x2, agc 1x1; 5 experiments"
     )
-    assert "# varies: edit, edit.0.max_norm, seed" in result.stdout
+    assert "# varies: edit, seed" in result.stdout
 
 
 def test_the_naming_rule():
@@ -140,6 +140,62 @@ def test_an_explicit_name_wins(tmp_path: Path):
         load_sweep(path, sets=["name=mine"])
 
 
+def test_command_line_axes_reach_the_entries_that_have_them(tmp_path: Path):
+    path = write_sweep(
+        tmp_path,
+        list=[
+            {"name": "sgd", "edit": []},
+            {"name": "clip", "edit": CLIP, "grid": {"edit.0.max_norm": [0.25, 1.0]}},
+            {"name": "slow", "optim.lr": 0.05},  # its own value wins over the top axis
+        ],
+        grid={"optim.lr": "0.1,0.5"},
+        seeds="0,1",  # a comma list works for seeds too
+    )
+    sweep = load_sweep(path, grids=["edit.0.max_norm=4,8"], seeds="3")
+    assert names(sweep) == [
+        "sgd-lr=0.1",
+        "sgd-lr=0.5",
+        "clip-lr=0.1-max_norm=4",
+        "clip-lr=0.1-max_norm=8",
+        "clip-lr=0.5-max_norm=4",
+        "clip-lr=0.5-max_norm=8",
+        "slow",
+    ]
+    assert {r.seed for r in sweep.runs} == {3}  # --seeds replaces every entry's seeds
+    assert [r.config["optim"]["lr"] for r in sweep.runs if r.name == "slow"] == [0.05]
+    with pytest.raises(ConfigError, match="--set edit: grid axis edit.0.max_norm sets it too"):
+        load_sweep(path, sets=["edit=[]"])
+    for bad in (["--set", "seed=1"], ["--grid", "seed=1,2"]):
+        result = runner.invoke(app, ["sweep", str(path), "--dry-run", *bad])
+        assert result.exit_code == 2 and "--seeds 0,1" in result.stderr, result.stderr
+    dry = runner.invoke(app, ["sweep", str(path), "--dry-run"]).stdout.splitlines()
+    assert dry[1] == "# varies: edit, optim.lr, seed"
+    assert dry[6].split(maxsplit=4)[1:] == [
+        "clip-lr=0.1-max_norm=0.25",
+        "seed",
+        "0",
+        'edit=[{"type": "clip_norm", "max_norm": 0.25}] optim.lr=0.1',
+    ]
+
+
+def test_made_up_names_never_collide_and_unnamed_entries_say_what_differs(tmp_path: Path):
+    globs = (
+        [{"type": "clip_norm", "params": ["fc?.bias"]}],
+        [{"type": "clip_norm", "params": ["fc*.bias"]}],
+    )
+    path = write_sweep(tmp_path, grid={"edit": list(globs), "optim.lr": [0.1234567, 0.1234568]})
+    sweep = load_sweep(path)  # both globs read fc_.bias: a stable hash tells them apart
+    assert len(set(names(sweep))) == 4 and all(len(n) <= 100 for n in names(sweep))
+    assert names(load_sweep(path)) == names(sweep)
+    assert any("lr=0.1234567" in n for n in names(sweep))
+    path = write_sweep(
+        tmp_path, list=[{"optim.lr": 0.1}, {"optim.lr": 0.5}, {"model.activation": "tanh"}]
+    )
+    assert names(load_sweep(path)) == ["s-lr=0.1", "s-lr=0.5", "s-activation=tanh"]
+    with pytest.raises(ConfigError, match="Hydra's choice\\(...\\) is not supported"):
+        load_sweep(path, grids=["optim.lr=choice(0.1,0.5)"])
+
+
 @pytest.mark.parametrize(
     ("sweep", "args", "message"),
     [
@@ -150,8 +206,8 @@ def test_an_explicit_name_wins(tmp_path: Path):
         (
             {"list": [{"name": "sgd", "edit": []}], "grid": {"edit.0.max_norm": [1.0, 2.0]}},
             [],
-            "2 of 2 runs are invalid:\nrun 0 (sgd-max_norm=1): edit.0.max_norm: '0' is not an "
-            "index of a list of 0",
+            "2 of 2 runs are invalid: edit.0.max_norm: '0' is not an index of a list of 0 "
+            "(runs 0-1: sgd-max_norm=1, sgd-max_norm=2)",
         ),
         (
             {"list": [{"name": "a", "seeds": [1, 1]}]},
@@ -161,7 +217,7 @@ def test_an_explicit_name_wins(tmp_path: Path):
         (
             {"list": [{"name": "a", "optim.lr": 0.1}, {"name": "a", "optim.lr": 0.2}]},
             [],
-            "names would be shared by different experiments: run 0 and run 1 are both named 'a'",
+            "1 name would be shared by different experiments: run 0 and run 1 are both named 'a'",
         ),
     ],
 )
