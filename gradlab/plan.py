@@ -45,11 +45,15 @@ from gradlab.config import (
     set_by_path,
 )
 from gradlab.errors import ConfigError
+from gradlab.plan_checks import check_names, check_no_duplicates, grouped_problems
+from gradlab.plan_view import describe  # noqa: F401  (public through the plan)
 from gradlab.sweepsyntax import (  # noqa: F401  (public through the plan)
     MAX_NAME,
+    grid_axes,
     name_hash,
     parse_grid_option,
     run_name,
+    seed_list,
     short_keys,
     split_values,
     value_text,
@@ -100,42 +104,6 @@ class Sweep:
 
 
 # --------------------------------------------------------------------------- values
-
-
-def _grid(value: Any, where: str) -> dict[str, list[Any]]:
-    """A ``grid`` mapping checked: every axis a non-empty list (or a comma string)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping of key: [values]")
-    axes = {}
-    for key, values in value.items():
-        if isinstance(values, str):
-            values = split_values(values, f"{where}.{key}")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(
-                f"{where}.{str(key)[:100]}: expected a non-empty list of values (or "
-                f"'v1,v2,...'), got {_show(values)}"
-            )
-        axes[str(key)] = values
-    return axes
-
-
-def _seeds(value: Any, where: str) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = split_values(value, where)
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
-    ):
-        raise ConfigError(f"{where}: expected a list of whole numbers >= 0, got {_show(value)}")
-    if len(set(value)) < len(value):
-        repeated = sorted({s for s in value if value.count(s) > 1})
-        raise ConfigError(f"{where}: {repeated} appear more than once; list each seed once")
-    return value
 
 
 # --------------------------------------------------------------------------- names
@@ -208,8 +176,8 @@ def _entries(
                 f"{path}: {where} seed: the seeds are a list of their own: `seeds: [0, 1]` "
                 "(in the file or an entry) or --seeds 0,1"
             )
-    file_grid = _grid(raw.get("grid"), f"{path}: grid")
-    owns = [_grid(item.get("grid"), f"{path}: list[{i}].grid") for i, item in enumerate(items)]
+    file_grid = grid_axes(raw.get("grid"), f"{path}: grid")
+    owns = [grid_axes(item.get("grid"), f"{path}: list[{i}].grid") for i, item in enumerate(items)]
     # --grid replaces the file's axis; an axis only entries have, in those entries; else
     # it is a new axis crossing every entry
     entry_axes = {k for own in owns for k in own}
@@ -217,7 +185,7 @@ def _entries(
         **file_grid,
         **{k: v for k, v in grids.items() if k in file_grid or k not in entry_axes},
     }
-    top_seeds = seeds_option or _seeds(raw.get("seeds"), f"{path}: seeds")
+    top_seeds = seeds_option or seed_list(raw.get("seeds"), f"{path}: seeds")
     differing = _differing_keys(items)
     entries = []
     for i, (item, own) in enumerate(zip(items, owns, strict=True)):
@@ -235,7 +203,9 @@ def _entries(
                     f"--set {key}: grid axis {clash[0]} sets it too; change the axis with "
                     f"--grid {clash[0]}=v1,v2 instead"
                 )
-        seeds = seeds_option or _seeds(item.get("seeds"), f"{where}.seeds") or top_seeds or [None]
+        seeds = (
+            seeds_option or seed_list(item.get("seeds"), f"{where}.seeds") or top_seeds or [None]
+        )
         merged = {**common, **overrides, **sets}
         if "name" in sets:  # --set name=...: used as it is
             name, named = str(sets["name"]), True
@@ -293,7 +263,7 @@ def _load_sweep(
         raise ConfigError(f"{path}: base: expected a config file path or a mapping")
     sets = dict(parse_override(item) for item in set_items)
     grids = dict(parse_grid_option(item) for item in grid_items)
-    seeds_option = None if seeds_text is None else _seeds(seeds_text, "--seeds")
+    seeds_option = None if seeds_text is None else seed_list(seeds_text, "--seeds")
     entries = _entries(path, raw, sets, grids, seeds_option, name)
     counts = [math.prod(len(v) for v in e.grid.values()) * len(e.seeds) for e in entries]
     if sum(counts) > max_runs:
@@ -331,10 +301,10 @@ def _load_sweep(
     if problems:
         raise ConfigError(
             f"{path}: {len(problems)} of {len(problems) + len(sweep.runs)} runs are invalid: "
-            + _grouped(problems)
+            + grouped_problems(problems)
         )
-    _check_no_duplicates(path, sweep)
-    _check_names(path, sweep)
+    check_no_duplicates(path, sweep)
+    check_names(path, sweep)
     return sweep
 
 
@@ -342,7 +312,7 @@ def _named_points(entries: list[_Entry]) -> list[tuple[_Entry, dict[str, Any]]]:
     """Every entry's grid points as overrides, each with its run name. Names the rule made
     (an entry's name and what varies) that two points would share (values that read the
     same, names cut at 100 characters) get a stable hash suffix instead of colliding;
-    names the user gave that collide are left for :func:`_check_names` to refuse."""
+    names the user gave that collide are left for :func:`gradlab.plan_checks.check_names` to refuse."""
     points = []
     for entry in entries:
         axes = entry.grid
@@ -370,33 +340,6 @@ def _named_points(entries: list[_Entry]) -> list[tuple[_Entry, dict[str, Any]]]:
     return out
 
 
-def _grouped(problems: list[tuple[str, int, str]]) -> str:
-    """Invalid runs on one line: each distinct problem once, with the runs it hits."""
-    causes: dict[str, list[tuple[int, str]]] = {}
-    for cause, index, run in problems:
-        causes.setdefault(cause, []).append((index, run))
-    parts = []
-    for cause, runs in list(causes.items())[:3]:
-        names = list(dict.fromkeys(n for _, n in runs))
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        parts.append(
-            f"{cause} (run{'s' * (len(runs) > 1)} {_ranges([i for i, _ in runs])}: {shown})"
-        )
-    more = f"; and {len(causes) - 3} more problems" if len(causes) > 3 else ""
-    return "; ".join(parts) + more
-
-
-def _ranges(numbers: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
-    spans: list[list[int]] = []
-    for n in sorted(numbers):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
-
-
 def _shape(entries: list[_Entry], sweep_name: str) -> str:
     """How the runs are counted: ``4 entries x 3 grid points x 5 seeds``, or per entry."""
     sizes = [(math.prod(len(v) for v in e.grid.values()), len(e.seeds)) for e in entries]
@@ -412,42 +355,6 @@ def _shape(entries: list[_Entry], sweep_name: str) -> str:
     )
 
 
-def _check_no_duplicates(path: Path, sweep: Sweep) -> None:
-    """Two runs of one sweep that are the same experiment with the same seed (entries that
-    differ only in name, or in keys that change nothing) would share one result."""
-    first: dict[tuple[str, int], PlannedRun] = {}
-    clashes = []
-    for run in sweep.runs:
-        twin = first.setdefault((run.hash, run.seed), run)
-        if twin is not run:
-            clashes.append(f"run {run.index} ({run.name}) = run {twin.index} ({twin.name})")
-    if clashes:
-        more = f"; and {len(clashes) - 5} more" if len(clashes) > 5 else ""
-        raise ConfigError(
-            f"{path}: {len(clashes)} runs repeat another run (the same experiment and seed, "
-            f"see 'What counts as the same experiment'): {'; '.join(clashes[:5])}{more}"
-        )
-
-
-def _check_names(path: Path, sweep: Sweep) -> None:
-    """Different experiments must not share a name (given names: made-up ones never do):
-    compare's rows and legends would read the same."""
-    owner: dict[str, PlannedRun] = {}
-    clashes: dict[str, str] = {}
-    for run in sweep.runs:
-        first = owner.setdefault(run.name, run)
-        if first.hash != run.hash and run.name not in clashes:
-            clashes[run.name] = f"run {first.index} and run {run.index} are both named {run.name!r}"
-    if clashes:
-        shown = "; ".join(list(clashes.values())[:5])
-        more = f"; and {len(clashes) - 5} more" if len(clashes) > 5 else ""
-        raise ConfigError(
-            f"{path}: {len(clashes)} name{'s' * (len(clashes) > 1)} would be shared by "
-            f"different experiments: {shown}{more}; give each list entry its own name, or "
-            "leave the name out of --set and the grid (runs are then named by what varies)"
-        )
-
-
 def _resolve(base: dict[str, Any], overrides: dict[str, Any], where: str) -> Config:
     raw = copy.deepcopy(base)
     for key, value in overrides.items():
@@ -456,58 +363,3 @@ def _resolve(base: dict[str, Any], overrides: dict[str, Any], where: str) -> Con
         except ConfigError as exc:  # a key this run cannot have (an arm's grid, a typo)
             raise ConfigError(f"{where}: {str(exc).removeprefix('--set ')}") from None
     return config_from_dict(raw, source=where)
-
-
-def _short(overrides: dict[str, Any]) -> str:
-    text = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
-    return text if len(text) < 120 else text[:117] + "..."
-
-
-def describe(sweep: Sweep, folder: Path | None = None) -> str:
-    """The expanded runs for --dry-run: how they were counted, what varies, then one line
-    per run (index, name, seed, the values it was given for the keys that vary)."""
-    runs = sweep.runs
-    given = [_applied(r.overrides) for r in runs]
-    keys = [
-        k for k in dict.fromkeys(k for r in runs for k in r.overrides) if k not in ("seed", "name")
-    ]
-    varies = [k for k in keys if len({json.dumps(_at(g, k), sort_keys=True) for g in given}) > 1]
-    varies = [
-        k for k in varies if not any(k.startswith(v + ".") for v in varies)
-    ]  # edit, not edit.0.x
-    seeds = len({r.seed for r in runs}) > 1
-    experiments = len({r.hash for r in runs})
-    lines = [
-        f"# {len(runs)} runs = {sweep.shape}; {experiments} experiments"
-        + (f" -> {folder}/" if folder else ""),
-        "# varies: " + (", ".join([*varies, *(["seed"] if seeds else [])]) or "nothing"),
-    ]
-    width = max((len(r.name) for r in runs), default=4)
-    for r, g in zip(runs, given, strict=True):
-        values = " ".join(f"{k}={json.dumps(_at(g, k))}" for k in varies if _at(g, k) is not None)
-        lines.append(f"{r.index:>4}  {r.name:<{width}}  seed {r.seed:<4} {values}".rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def _applied(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides as the nested values they set (``edit`` with its grid point in it)."""
-    raw: dict[str, Any] = {}
-    for key, value in overrides.items():
-        try:
-            set_by_path(raw, str(key), copy.deepcopy(value))
-        except ConfigError:
-            pass
-    return raw
-
-
-def _at(config: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in a nested mapping (list items by index)."""
-    node: Any = config
-    for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return None
-    return node

@@ -110,3 +110,39 @@ def name_hash(*parts: Any) -> str:
     """6 hex digits of a stable hash of ``parts`` (JSON)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def grid_axes(value: Any, where: str) -> dict[str, list[Any]]:
+    """A ``grid`` mapping checked: every axis a non-empty list (or a comma string)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of key: [values]")
+    axes = {}
+    for key, values in value.items():
+        if isinstance(values, str):
+            values = split_values(values, f"{where}.{key}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"{where}.{str(key)[:100]}: expected a non-empty list of values (or "
+                f"'v1,v2,...'), got {_show(values)}"
+            )
+        axes[str(key)] = values
+    return axes
+
+
+def seed_list(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = split_values(value, where)
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
+        raise ConfigError(f"{where}: expected a list of whole numbers >= 0, got {_show(value)}")
+    if len(set(value)) < len(value):
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        raise ConfigError(f"{where}: {repeated} appear more than once; list each seed once")
+    return value
