@@ -1,12 +1,14 @@
 """Who is who in a comparison: a legend label and a colour for each row of the table,
 shared by the plots and the report so that every figure of a study agrees.
 
-The label rule (:func:`row_labels`): a label names what differs between the rows, that is
-the config columns whose values differ (``lr=0.5``, ``hidden=128``), then the ``edits`` label
-(``clip_norm(0.25)``) and the dataset when they differ. Settings that do not change the
-experiment (:data:`gradlab.identity.IGNORED`) are left out. The run name is added only when
-it tells apart rows that the parts alone do not; labels still equal get their seeds, then
-their run folder. Colours (:func:`row_colors`) follow the natural order of the labels, so a
+The label rule (:func:`row_labels`): when the rows have distinct names, the label is the
+name (sweeps name their runs by what varies: ``clip-max_norm=0.25``, ``sgd-lr=2``), the same
+name that compare shows. Otherwise (names that repeat, or none) a label names what differs
+between the rows, that is the config columns whose values differ (``lr=0.5``,
+``hidden=128``), then the ``edits`` label (``clip_norm(0.25)``) and the dataset when they
+differ. Settings that do not change the experiment (:data:`gradlab.identity.IGNORED`) are
+left out. The run name is added only when it tells apart rows that the parts alone do not;
+labels still equal get their seeds, then their run folder. Colours (:func:`row_colors`) follow the natural order of the labels, so a
 row keeps its colour whatever the order of the table.
 """
 
@@ -36,24 +38,29 @@ _NOT_IN_LABELS = {"edit", "data.name"}
 
 
 def row_labels(table: pd.DataFrame) -> list[str]:
-    """One legend label per row, from what differs between the rows.
+    """One legend label per row: its name when the names differ, else what differs.
 
-    The parts are the config columns whose values differ (``lr=0.5``, ``hidden=128``; the
-    last part of the key, or the whole key where two would read the same), then the
-    ``edits`` label (``clip_norm(0.25)``) and the dataset when they differ. Settings that do
-    not change the experiment (``train.log``, ``data.root``... see
+    When the ``name`` column exists and its values are distinct (missing names aside), a
+    row is labelled by its name as it is (``sgd-lr=2``). Otherwise (names that repeat, or
+    no names) the label is made of parts: the config columns whose values differ
+    (``lr=0.5``, ``hidden=128``; the last part of the key, or the whole key where two would
+    read the same), then the ``edits`` label (``clip_norm(0.25)``) and the dataset when they
+    differ. Settings that do not change the experiment (``train.log``, ``data.root``... see
     :data:`gradlab.identity.IGNORED`) are left out. The run name comes first
     (``baseline: lr=0.5``) only when it tells apart rows that the parts alone do not; a
     single row, or rows that differ in nothing, are named by their name. Labels that would
-    still be equal get their seeds (``, seed=1``), then their run folder. A grouped table adds the
-    number of seeds: ``lr=0.5 (n=3)``.
+    still be equal get their seeds (``, seed=1``), then their run folder. A grouped table
+    adds the number of seeds: ``lr=0.5 (n=3)``.
 
     Labels are kept short (long values are cut in the middle) and distinct.
     """
     if table.empty:
         return []
     records = table.to_dict("records")
-    names = [str(r.get("name", f"row {i + 1}")) for i, r in enumerate(records)]
+    present = [r["name"] for r in records if "name" in r and not _missing(r["name"])]
+    names = [
+        f"row {i + 1}" if _missing(r.get("name")) else str(r["name"]) for i, r in enumerate(records)
+    ]
     columns = _label_columns(table)
     short = _short_names(columns)
     bases = [
@@ -63,6 +70,11 @@ def row_labels(table: pd.DataFrame) -> list[str]:
     named = [f"{n}: {b}" if b else n for n, b in zip(names, bases, strict=True)]
     if len(records) == 1:
         labels = names
+    elif present and _distinct([str(n) for n in present]):  # the names tell every row apart
+        labels = [  # a row without a name: what differs
+            (b or n) if _missing(r.get("name")) else n
+            for n, b, r in zip(names, bases, records, strict=True)
+        ]
     elif not all(bases) or len(set(named)) > len(set(labels)):  # the names tell more apart
         labels = named
     grouped = bool(table.attrs.get("grouped")) or "n" in table.columns

@@ -5,9 +5,11 @@ When a table is wider than the width, in this order:
 1. headers are shortened by :data:`ABBREVIATIONS` (``final_test_accuracy`` -> ``fin_test_acc``)
    and a config key loses its section (``optim.lr`` -> ``lr``) when that stays unique; a
    line under the table lists the shortenings used;
-2. text cells (names, edit labels, status) are cut with ``…``, down to 10 characters;
+2. text cells (names, edit labels, status) are cut with ``…``, down to 10 characters; the
+   columns that name the rows are never cut so far that two different names read the same
+   (unless the names alone could not fit the width);
 3. if that is not enough, the table is split into blocks of the same rows, each repeating
-   the row names (up to a third of the width) and holding the columns that fit (text cut
+   the row names (up to a third of the width, or what keeps them apart) and holding the columns that fit (text cut
    at 24 characters).
 
 Numbers are never cut; every line is at most the width (the CLI refuses widths below 40, so
@@ -132,19 +134,30 @@ def fit_table(
         max([0, *(len(r[i]) for r in rows if is_numeric_cell(r[i]))]) for i in range(len(headers))
     ]
 
-    def floor(i: int, key_floor: int = MIN_TEXT) -> int:
+    apart: dict[tuple[int, int], int] = {}
+
+    def floor(i: int, key_floor: int = MIN_TEXT, distinct: bool = True) -> int:
         if numeric[i] or (uncut_keys and i < keys):
             return widths[i]
         lowest = key_floor if i < keys else MIN_TEXT
-        return max(lowest, longest_number[i], 0 if cut_headers else len(headers[i]))
+        lowest = max(lowest, longest_number[i], 0 if cut_headers else len(headers[i]))
+        if i >= keys or not distinct:
+            return lowest
+        if (i, lowest) not in apart:  # a key column: no narrower than its names stay apart
+            apart[i, lowest] = _distinct_width([r[i] for r in rows], lowest)
+        return apart[i, lowest]
 
-    def shrink(columns: list[int], limit: int, key_floor: int = MIN_TEXT) -> None:
-        while _total([widths[i] for i in columns]) > limit:
-            candidates = [i for i in columns if widths[i] > floor(i, key_floor)]
-            if not candidates:
-                return
-            widest = max(candidates, key=lambda i: widths[i])
-            widths[widest] -= 1
+    def shrink(
+        columns: list[int], limit: int, key_floor: int = MIN_TEXT, give_way: bool = False
+    ) -> None:
+        # give_way (the names and one column): names too long to stay apart are cut anyway
+        for distinct in (True, False) if give_way else (True,):
+            while _total([widths[i] for i in columns]) > limit:
+                candidates = [i for i in columns if widths[i] > floor(i, key_floor, distinct)]
+                if not candidates:
+                    break
+                widest = max(candidates, key=lambda i: widths[i])
+                widths[widest] -= 1
 
     everything = list(range(len(headers)))
     shrink(everything, width)
@@ -165,7 +178,7 @@ def fit_table(
         blocks = []
         while rest:
             block = [*key_columns, rest.pop(0)]
-            shrink(block, width, MIN_KEY)  # a lone wide column: the names give way
+            shrink(block, width, MIN_KEY, give_way=True)  # a lone wide column: the names give way
             while rest and _total([widths[i] for i in [*block, rest[0]]]) <= width:
                 block.append(rest.pop(0))
             blocks.append(block)
@@ -195,6 +208,16 @@ def fit_table(
         lines.append(Line("", "blank"))
         lines += [Line(t, "note") for t in wrap("shortened headers: " + used, width)]
     return lines
+
+
+def _distinct_width(texts: list[str], lowest: int) -> int:
+    """The smallest width, at least ``lowest``, at which the :func:`cut` texts read as
+    differently as the texts themselves."""
+    wanted = len(set(texts))
+    width = lowest
+    while len({cut(t, width) for t in texts}) < wanted:
+        width += 1
+    return width
 
 
 def _used_abbreviations(shortened: dict[str, str]) -> str:

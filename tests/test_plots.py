@@ -170,6 +170,7 @@ def test_bad_choices_are_one_clear_line(lr_grid: Path, tmp_path: Path):
 
 
 def test_legend_of_an_lr_grid_names_the_learning_rates(lr_grid: Path):
+    """Every run is named ``baseline``: the names repeat, so the legend says what differs."""
     table = comparison([lr_grid])
     assert set(table["name"]) == {"baseline"}
     expected = [f"lr={row['optim.lr']:g} (n=2)" for row in table.to_dict("records")]
@@ -190,9 +191,33 @@ def test_legend_of_an_lr_grid_names_the_learning_rates(lr_grid: Path):
             },
             ["hidden=128, no edits", "hidden=128, clip_norm(0.25)", "hidden=16, clip_norm(0.25)"],
         ),
-        (  # equal parts: the names tell the rows apart
-            {"name": ["a", "b", "c"], "optim.lr": [0.1, 0.1, 0.5]},
-            ["a: lr=0.1", "b: lr=0.1", "c: lr=0.5"],
+        (  # names that repeat and equal parts: the names tell the rows apart
+            {"name": ["a", "b", "b"], "optim.lr": [0.1, 0.1, 0.5]},
+            ["a: lr=0.1", "b: lr=0.1", "b: lr=0.5"],
+        ),
+        (  # names that repeat: what differs, the names left out
+            {"name": ["baseline"] * 3, "optim.lr": [0.1, 0.5, 2.0]},
+            ["lr=0.1", "lr=0.5", "lr=2"],
+        ),
+        (  # distinct names: the names as they are, whatever differs
+            {
+                "name": ["clip-max_norm=0.25", "sgd", "sgd-lr=2"],
+                "edits": ["clip_norm(0.25)", "none", "none"],
+                "optim.lr": [0.1, 0.1, 2.0],
+            },
+            ["clip-max_norm=0.25", "sgd", "sgd-lr=2"],
+        ),
+        (  # distinct names of a grouped table: the names and the number of seeds
+            {"name": ["a", "b"], "n": [3, 2], "optim.lr": [0.1, 0.5]},
+            ["a (n=3)", "b (n=2)"],
+        ),
+        (  # a missing name aside: the others are distinct, the unnamed row says what differs
+            {"name": ["a", None, "b"], "optim.lr": [0.1, 0.5, 2.0]},
+            ["a", "lr=0.5", "b"],
+        ),
+        (  # no names: what differs
+            {"optim.lr": [0.1, 0.5]},
+            ["lr=0.1", "lr=0.5"],
         ),
         (  # only settings outside the experiment differ: the names
             {"name": ["adam", "sgd"], "train.log": ["loss", "full"], "data.root": ["x", "y"]},

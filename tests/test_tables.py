@@ -238,6 +238,19 @@ def test_long_names_are_cut_in_the_middle_and_stay_apart():
     assert layout.cut("abcdefghij", 5) == "ab…ij" and layout.cut("abc", 5) == "abc"
 
 
+@pytest.mark.parametrize("width", [60, 80])
+def test_names_that_differ_only_in_the_middle_are_never_cut_alike(width: int):
+    names = [f"noise-lr=0.5-sigma={s}-activation=tanh" for s in ("0.001", "0.01")]
+    headers = ["name", *(f"metric_number_{k}" for k in range(6))]
+    rows = [[n, *(["0.1234"] * 6)] for n in names]
+    lines = layout.fit_table(headers, rows, width)
+    assert max(len(line.text) for line in lines) <= width
+    shown = [line.text.split("  ")[0] for line in lines if line.kind == "row"]
+    assert any("…" in n for n in shown)  # cut, yet the two rows still read apart
+    for block in range(0, len(shown), 2):
+        assert shown[block] != shown[block + 1], shown
+
+
 def test_piped_tables_are_a_hundred_columns(ten_groups: Path):
     result = runner.invoke(app, ["compare", str(ten_groups)])
     assert max(len(line) for line in result.stdout.splitlines()) <= 100
