@@ -211,6 +211,10 @@ class TrainConfig(Section):
     diverged; `skip` leaves the parameters untouched for that step and goes on."""
     max_consecutive_skips: int = Field(10, ge=1, le=MAX_COUNT)
     """`on_nonfinite: skip`: end the run as diverged after this many skipped steps in a row."""
+    diverge_factor: float = Field(10.0, ge=0, le=MAX_COUNT)
+    """End the run as diverged (`loss_growth`) when the moving average of the last 10
+    training losses exceeds this many times the first step's loss (the untrained network's);
+    0 = never."""
 
     @field_validator("device")
     @classmethod
@@ -222,7 +226,8 @@ class TrainConfig(Section):
 
 class DiagnosticsConfig(Section):
     every: int = Field(50, ge=0, le=MAX_COUNT)
-    """Per-layer gradient statistics (grads.csv) and alert checks every N steps; 0 = off."""
+    """Per-layer gradient statistics (grads.csv) and alert checks: at steps 1, 2, 4, 8, ...
+    below N, then every N steps; 0 = off."""
     patience: int = Field(3, ge=1, le=MAX_COUNT)
     """Checks in a row a vanishing condition must hold before its alert fires."""
     vanishing_norm: float = Field(1e-6, ge=0)

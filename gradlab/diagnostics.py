@@ -89,7 +89,12 @@ class Diagnostics:
         self._last_alive: torch.Tensor | None = None  # per hidden unit: last step with a gradient
 
     def due(self, step: int) -> bool:
-        return self.cfg.every > 0 and step % self.cfg.every == 0
+        """Checks are dense early, then regular: steps 1, 2, 4, 8, ... below ``every``, then
+        every ``every`` steps (a high learning rate can ruin a run in its first steps)."""
+        every = self.cfg.every
+        if every <= 0:
+            return False
+        return step % every == 0 or (step < every and step & (step - 1) == 0)
 
     def record(
         self, step: int, grads: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], lr: float

@@ -17,6 +17,8 @@ import torch
 
 from gradlab.runlog import CsvLog
 
+GROWTH_WINDOW = 10
+"""Losses in the moving average of ``loss_growth``."""
 FINAL_LOSS_WINDOW = 20  # final_train_loss = mean batch loss over the last 20 steps
 
 
@@ -62,6 +64,7 @@ class StepLog:
         use_scaler: bool,
         stop_on_nonfinite: bool,
         on_flush: Callable[[StepLog], None] | None = None,
+        diverge_factor: float = 0.0,
     ) -> None:
         self.csv = csv
         self.template = csv.numeric_template({"step", "epoch", "skipped", "nonfinite"})
@@ -83,6 +86,10 @@ class StepLog:
         self.steps = 0
         self.skipped = 0
         self.diverged_step: int | None = None
+        self.diverged_reason: str | None = None  # nonfinite or loss_growth
+        self.diverge_factor = diverge_factor
+        self.first_loss: float | None = None  # the reference for loss_growth
+        self.growth_window: deque[float] = deque(maxlen=GROWTH_WINDOW)
         self.changed_steps = 0
         self.grad_norm_sum = 0.0
         self.grad_norm_count = 0
@@ -146,7 +153,8 @@ class StepLog:
         self.steps += 1
         self.skipped += skipped
         if self.stop_on_nonfinite and self.diverged_step is None and nonfinite:
-            self.diverged_step = step
+            self.diverged_step, self.diverged_reason = step, "nonfinite"
+        self._watch_growth(step, loss)
         if self._grad_norm is not None and finite_grads:
             self.grad_norm_sum += grad_norm
             self.grad_norm_count += 1
@@ -155,6 +163,22 @@ class StepLog:
             self.changed_steps += 1
         self.recent_losses.append(loss)
         return skipped, nonfinite
+
+    def _watch_growth(self, step: int, loss: float) -> None:
+        """``loss_growth``: the moving average of the last 10 losses above ``diverge_factor``
+        times the first step's loss (measured before any update: the untrained network's)."""
+        if not self.diverge_factor or not math.isfinite(loss) or self.diverged_step is not None:
+            return
+        if self.first_loss is None:
+            self.first_loss = loss
+            return
+        self.growth_window.append(loss)
+        if (
+            len(self.growth_window) == GROWTH_WINDOW
+            and self.first_loss > 0
+            and sum(self.growth_window) / GROWTH_WINDOW > self.diverge_factor * self.first_loss
+        ):
+            self.diverged_step, self.diverged_reason = step, "loss_growth"
 
     def figures(self) -> dict[str, float | None]:
         """The summary's figures over every step logged so far."""

@@ -246,6 +246,7 @@ def train(
             use_scaler=use_scaler,
             stop_on_nonfinite=not skip_nonfinite,
             on_flush=report,
+            diverge_factor=config.train.diverge_factor,
         )
         consecutive_skips = nonfinite_skips = 0
 
@@ -367,6 +368,7 @@ def train(
     }
     if status == "diverged":
         summary["diverged_step"] = steplog.diverged_step or step
+        summary["diverged_reason"] = steplog.diverged_reason or "nonfinite"
     if status == "interrupted":
         summary["signal"] = stop.raised or "SIGINT"
     if error:

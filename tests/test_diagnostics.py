@@ -54,12 +54,14 @@ def test_grads_csv_is_written_every_n_steps(tmp_path, tiny_config):
     grads = rows(result.path / "grads.csv")
     assert list(grads[0]) == ["step", "param", *STATS]
     assert [(r["step"], r["param"]) for r in grads[:5]] == [
-        ("4", "fc1.weight"),
-        ("4", "fc1.bias"),
-        ("4", "fc2.weight"),
-        ("4", "fc2.bias"),
-        ("8", "fc1.weight"),
+        ("1", "fc1.weight"),
+        ("1", "fc1.bias"),
+        ("1", "fc2.weight"),
+        ("1", "fc2.bias"),
+        ("2", "fc1.weight"),
     ]
+    # dense early (1, 2, then powers of two below every), then every 4 steps
+    assert sorted({int(r["step"]) for r in grads}) == [1, 2, 4, 8, 12]
     steps = {r["step"]: r for r in rows(result.path / "steps.csv")}
     for r in grads:  # the same gradient as the step's own per-parameter norm
         assert float(r["norm"]) == pytest.approx(
@@ -93,7 +95,9 @@ def test_each_alert_fires_on_its_config_and_the_run_survives(tmp_path, config, a
     assert first.step <= overrides["optim.max_steps"]
     logged = rows(out["path"] / "alerts.csv")
     assert any(r["alert"] == alert and int(r["step"]) == first.step for r in logged)
-    others = {k: v for k, v in out["summary"]["alerts"].items() if k != alert}
+    # lr 5 kills the ReLUs through an early explosion, which the dense first checks see too
+    allowed = {alert, "exploding"} if alert == "dead_relu" else {alert}
+    others = {k: v for k, v in out["summary"]["alerts"].items() if k not in allowed}
     assert not any(others.values()), others
 
 

@@ -234,3 +234,23 @@ def test_diverging_run_is_reported(tmp_path: Path, tiny_config):
 def test_two_runs_in_the_same_second_get_separate_folders(tmp_path: Path):
     folders = {create_run_folder(tmp_path, "same") for _ in range(20)}
     assert len(folders) == 20 and all(f.is_dir() for f in folders)
+
+
+def test_a_finite_loss_that_explodes_ends_diverged(tmp_path: Path, tiny_config):
+    """lr 100 on the sample: the loss stays finite but sits far above the untrained
+    network's; the run ends diverged with loss_growth, not completed."""
+    wild = train(tiny_config(optim={"lr": 100.0, "max_steps": 60}), tmp_path)
+    assert wild.summary["status"] == "diverged"
+    assert wild.summary["diverged_reason"] == "loss_growth"
+    steps = read_csv(wild.path / "steps.csv")
+    losses = [float(r["loss"]) for r in steps]
+    assert all(math.isfinite(x) for x in losses)
+    stop = wild.summary["diverged_step"]
+    window = [float(r["loss"]) for r in steps if stop - 10 < int(r["step"]) <= stop]
+    assert sum(window) / 10 > 10 * losses[0]  # the rule, recomputed from the log
+    calm = train(
+        tiny_config(optim={"lr": 100.0, "max_steps": 60}, train={"diverge_factor": 0}), tmp_path
+    )
+    assert calm.summary["status"] == "completed"  # 0 = never
+    ok = train(tiny_config(optim={"lr": 0.5, "max_steps": 60}), tmp_path)
+    assert ok.summary["status"] == "completed" and "diverged_reason" not in ok.summary
