@@ -1,13 +1,17 @@
 """Gradient health: per-layer statistics every few steps, and alerts for vanishing and
 exploding gradients and dead ReLU units.
 
-Statistics are taken before the edits, from the true (unscaled) gradients, computed on the
-training device and read back only when the step log flushes. Alerts are decided at that
-point, on the host, in step order.
+Statistics are taken from the true (unscaled) gradients before the edits, plus each
+parameter's gradient norm after the edits and the update the optimizer really made
+(``||w_after - w_before|| / ||w_before||``: edits, momentum, weight decay, a skipped step
+all included), computed on the training device and read back only when the step log
+flushes. Alerts are decided at that point, on the host, in step order, on the gradients
+before the edits.
 
 ``grads.csv`` (long format, one row per check and parameter): ``step``, ``param``, then
-``mean``, ``std`` (population), ``norm`` (L2), ``max_abs``, ``zero_frac`` (fraction of entries
-exactly zero), ``update_ratio`` (``||lr * g|| / ||w||``) and ``weight_norm`` (``||w||``).
+``mean``, ``std`` (population), ``norm`` (L2), ``norm_after`` (after the edits),
+``max_abs``, ``zero_frac`` (fraction of entries exactly zero), ``update_ratio`` and
+``weight_norm`` (``||w||`` before the step).
 ``alerts.csv``: ``step``, ``alert``, ``param``, ``value``, ``threshold``, ``message``.
 """
 
@@ -22,28 +26,40 @@ import torch
 from gradlab.config import DiagnosticsConfig
 from gradlab.runlog import CsvLog
 
-STATS = ("mean", "std", "norm", "max_abs", "zero_frac", "update_ratio", "weight_norm")
+STATS = (
+    "mean",
+    "std",
+    "norm",
+    "norm_after",
+    "max_abs",
+    "zero_frac",
+    "update_ratio",
+    "weight_norm",
+)
+_NORM_AFTER, _UPDATE = STATS.index("norm_after"), STATS.index("update_ratio")
 GRADS_COLUMNS = ["step", "param", *STATS]
 ALERTS_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
 ALERT_KINDS = ("vanishing", "exploding", "dead_relu")
 FIRST, LAST = "fc1.weight", "fc2.weight"
 
 
-def gradient_statistics(
-    grads: list[torch.Tensor], weights: list[torch.Tensor], lr: float
-) -> torch.Tensor:
-    """A (parameters x 7) tensor of :data:`STATS`, on the gradients' device."""
+def gradient_statistics(grads: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
+    """A (parameters x 8) tensor of :data:`STATS`, on the gradients' device; ``norm_after``
+    and ``update_ratio`` are NaN until :meth:`Diagnostics.after_edit` and
+    :meth:`Diagnostics.after_step` fill them."""
     norms = torch.stack(torch._foreach_norm(grads))
     weight_norms = torch.stack(torch._foreach_norm(weights))
+    nan = torch.full_like(norms[0], math.nan)
     rows = [
         torch.stack(
             [
                 g.mean(),
                 g.std(correction=0),
                 norms[i],
+                nan,
                 g.abs().max(),
                 (g == 0).float().mean(),
-                lr * norms[i] / weight_norms[i],
+                nan,
                 weight_norms[i],
             ]
         )
@@ -81,6 +97,7 @@ class Diagnostics:
         self.relu_hidden = relu_hidden
         self.on_alert = on_alert
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self._open: tuple | None = None  # a check waiting for its edit and its step
         self.counts = dict.fromkeys(ALERT_KINDS, 0)
         self.alerts: list[Alert] = []
         self._vanishing_run = 0
@@ -97,16 +114,33 @@ class Diagnostics:
         return step % every == 0 or (step < every and step & (step - 1) == 0)
 
     def record(
-        self, step: int, grads: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], lr: float
+        self, step: int, grads: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
     ) -> None:
-        """Compute the statistics of this step (no host synchronization)."""
-        stats = gradient_statistics(
-            [grads[n] for n in self.names], [weights[n].detach() for n in self.names], lr
-        )
+        """The statistics of this step's gradients before the edits, and a copy of the
+        weights to measure the update against (no host synchronization)."""
+        before = [weights[n].detach() for n in self.names]
+        stats = gradient_statistics([grads[n] for n in self.names], before)
         alive = None
         if self.relu_hidden:  # a hidden unit learns when its incoming weights get a gradient
             alive = (grads["fc1.weight"] != 0).any(dim=1) | (grads["fc1.bias"] != 0)
+        self._open = (step, stats, alive, torch._foreach_mul(before, 1.0))
+
+    def after_edit(self, step: int, grads: dict[str, torch.Tensor]) -> None:
+        """``norm_after``: the gradients the optimizer receives, after the edit pipeline."""
+        if self._open is not None and self._open[0] == step:
+            norms = torch._foreach_norm([grads[n] for n in self.names])
+            self._open[1][:, _NORM_AFTER] = torch.stack(norms).float()
+
+    def after_step(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+        """``update_ratio``: how far the optimizer step really moved each parameter."""
+        if self._open is None or self._open[0] != step:
+            return
+        _, stats, alive, before = self._open
+        after = [weights[n].detach() for n in self.names]
+        moved = torch.stack(torch._foreach_norm(torch._foreach_sub(after, before))).float()
+        stats[:, _UPDATE] = moved / stats[:, STATS.index("weight_norm")]
         self.pending.append((step, stats, alive))
+        self._open = None
 
     def flush(self) -> None:
         """Write the pending checks and decide the alerts, in step order."""

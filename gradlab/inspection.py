@@ -9,7 +9,17 @@ import pandas as pd
 from gradlab.reading import CompareError, is_run_folder, read_log
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE
 
-STATS = ("mean", "std", "norm", "max_abs", "zero_frac", "update_ratio", "weight_norm")
+STATS = (
+    "mean",
+    "std",
+    "norm",
+    "norm_after",
+    "max_abs",
+    "zero_frac",
+    "update_ratio",
+    "weight_norm",
+)
+OPTIONAL = ("norm_after",)  # runs written before it existed: read as empty
 
 
 def load_grads(run: str | Path) -> pd.DataFrame:
@@ -22,7 +32,11 @@ def load_grads(run: str | Path) -> pd.DataFrame:
                 "run's folder, e.g. runs/<name>-<date>-<time>-<hex>"
             )
         raise CompareError(f"{run}: no {GRADS_FILE} (the run had diagnostics.every: 0)")
-    return _checked(read_log(path, "weight_norm"), path, ["step", "param", *STATS])
+    grads = read_log(path, "weight_norm")
+    for column in OPTIONAL:
+        if column not in grads.columns:
+            grads[column] = float("nan")
+    return _checked(grads, path, ["step", "param", *STATS])
 
 
 def load_alerts(run: str | Path) -> pd.DataFrame:
@@ -59,7 +73,7 @@ def layer_table(grads: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for param, checks in grads.groupby("param", sort=False):
         checks = checks.sort_values("step")
-        for stat in STATS:
+        for stat in (s for s in STATS if s in checks.columns):
             values = checks[stat]
             rows.append(
                 {
@@ -101,7 +115,7 @@ def plot_layers(
         axes[1].plot(checks["step"], checks["update_ratio"], label=param)
     axes[0].set_title("gradient norm per parameter (before edits)")
     axes[0].set_ylabel("L2 norm")
-    axes[1].set_title("update-to-weight ratio ||lr g|| / ||w||")
+    axes[1].set_title("update-to-weight ratio ||Δw|| / ||w|| (the real step)")
     axes[1].set_ylabel("ratio")
     for ax in axes:
         ax.set_yscale("log")

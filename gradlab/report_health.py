@@ -108,7 +108,7 @@ def _health_table(health: pd.DataFrame) -> str:
     note = (
         '<p class="notes">zero frac: share of gradient entries exactly zero at the last check '
         f"(from {DEAD_HINT:.0%}, flagged: dead ReLU units, or masked entries); update ratio: "
-        "||lr g|| / ||w||</p>"
+        "||Δw|| / ||w||, the step the optimizer really took</p>"
     )
     return (
         f'<div class="scroll"><table class="layers"><thead>{head}</thead>'

@@ -292,8 +292,9 @@ def train(
                 if full_log or use_scaler:
                     param_norms = torch._foreach_norm(list(grads.values()))
                     grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
-                if diagnostics is not None and diagnostics.due(step):
-                    diagnostics.record(step, grads, weights, lr)  # before the edits
+                checked = diagnostics is not None and diagnostics.due(step)
+                if checked:
+                    diagnostics.record(step, grads, weights)  # before the edits
 
                 # on_nonfinite: skip reads the loss on the host: one sync per step
                 if skip_nonfinite and not finite_step(
@@ -303,6 +304,8 @@ def train(
                     nonfinite_skips += 1
                     edit_stats = pipeline.idle_stats()
                     grad_norm_after = grad_norm if full_log else None
+                    if checked:
+                        diagnostics.after_edit(step, grads)
                     scaler.update()  # no step: the parameters stay as they were
                 else:
                     consecutive_skips = 0
@@ -312,9 +315,13 @@ def train(
                         grad_norm_after = (
                             global_norm(list(grads.values())) if len(pipeline) else grad_norm
                         )
+                    if checked:
+                        diagnostics.after_edit(step, grads)
                     # skipped by the scaler when a gradient overflowed; frozen ones sit out
                     scaler.step(optimizer, frozen=pipeline.frozen_at(step))
                     scaler.update()
+                if checked:
+                    diagnostics.after_step(step, weights)  # the update really made
 
                 if full_log:
                     correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)

@@ -33,7 +33,7 @@ def test_statistics_match_hand_computation():
     b = torch.tensor([1.0, -1.0, 0.5])
     w = torch.tensor([[1.0, 2.0], [2.0, 4.0]])
     wb = torch.tensor([0.0, 3.0, 4.0])
-    stats = gradient_statistics([g, b], [w, wb], lr=0.1)
+    stats = gradient_statistics([g, b], [w, wb])
     for got, grad, weight in zip(stats.tolist(), (g, b), (w, wb), strict=True):
         a, wa = grad.numpy().ravel(), weight.numpy().ravel()
         norm = math.sqrt(sum(x * x for x in a))
@@ -43,10 +43,39 @@ def test_statistics_match_hand_computation():
             "norm": norm,
             "max_abs": np.abs(a).max(),
             "zero_frac": np.mean(a == 0),
-            "update_ratio": 0.1 * norm / np.linalg.norm(wa),
             "weight_norm": np.linalg.norm(wa),
         }
-        assert got == pytest.approx([expected[s] for s in STATS], rel=1e-6)
+        assert [got[STATS.index(k)] for k in expected] == pytest.approx(
+            list(expected.values()), rel=1e-6
+        )
+        # filled after the edit and after the optimizer step
+        assert math.isnan(got[STATS.index("norm_after")]) and math.isnan(
+            got[STATS.index("update_ratio")]
+        )
+
+
+def test_health_is_measured_where_the_update_happens(tmp_path, tiny_config):
+    """norm_after is the edited gradient's norm and update_ratio the real step: for plain
+    SGD it is lr * norm_after / weight_norm; with momentum it is not."""
+    clip = [{"type": "clip_norm", "max_norm": 0.05, "per_param": True}]
+    plain = train(tiny_config(edit=clip, diagnostics={"every": 4}), tmp_path)
+    grads = rows(plain.path / "grads.csv")
+    lr = 0.1
+    for r in grads:
+        norm, after = float(r["norm"]), float(r["norm_after"])
+        assert after == pytest.approx(min(norm, 0.05), rel=1e-4)  # the clip, per parameter
+        expected = lr * after / float(r["weight_norm"])
+        assert float(r["update_ratio"]) == pytest.approx(expected, rel=1e-3)
+    heavy = train(
+        tiny_config(edit=clip, optim={"momentum": 0.9}, diagnostics={"every": 4}), tmp_path
+    )
+    later = [r for r in rows(heavy.path / "grads.csv") if int(r["step"]) >= 4]
+    ratios = [
+        float(r["update_ratio"]) / (lr * float(r["norm_after"]) / float(r["weight_norm"]))
+        for r in later
+    ]
+    assert max(ratios) > 1.5  # the velocity moves the weights further than lr * g
+    assert min(int(r["step"]) for r in grads) == 1  # checked before step 50, from step 1
 
 
 def test_grads_csv_is_written_every_n_steps(tmp_path, tiny_config):

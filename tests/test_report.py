@@ -198,7 +198,7 @@ def test_hostile_text_is_escaped(page):
 def test_each_group_shows_its_gradient_health_config_and_commands(page):
     text = unescape(page)
     assert text.count('class="group"') == 3
-    assert text.count("per parameter, mean over 2 runs; checks at steps 4 to 12 (3 checks)") == 2
+    assert text.count("per parameter, mean over 2 runs; checks at steps 1 to 12 (5 checks)") == 2
     assert text.count("fc1.weight</code></td>") >= 2
     assert "no gradient statistics:" in text and "diagnostics.every: 0" in text
     assert "vanishing" in text and "alerts: none" in text
