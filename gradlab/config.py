@@ -18,11 +18,14 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -152,17 +155,49 @@ class ModelConfig(Section):
 PARAMETER_NAMES = tuple(ModelConfig().parameter_shapes())
 
 
+def _not_true_or_false(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+Beta = Annotated[float, BeforeValidator(_not_true_or_false), Field(ge=0, lt=1)]
+"""A decay rate of a moving average, in [0, 1)."""
+
+
 class OptimConfig(Section):
+    name: str = "sgd"
+    """Optimizer: `sgd`, `adam`, `adamw` or `rmsprop`, each `torch.optim`'s update rule step
+    for step. Each reads `lr` and its own keys (their descriptions below say whose); another
+    optimizer's key, written explicitly, is an error."""
     lr: Float32 = Field(0.01, gt=0)
-    """Learning rate of SGD (finite and below the float32 maximum, 3.4e38)."""
+    """Learning rate (finite and below the float32 maximum, 3.4e38). The default suits SGD;
+    Adam's usual one is 0.001."""
     momentum: float = Field(0.0, ge=0, le=1)
-    """SGD momentum (0 = plain SGD; at most 1, above which the velocity grows without bound)."""
+    """`sgd`, `rmsprop`: momentum (0 = none; at most 1, above which the velocity grows
+    without bound)."""
     dampening: float = Field(0.0, ge=0, le=1)
-    """Dampening for momentum."""
+    """`sgd`: dampening for momentum."""
     nesterov: bool = False
-    """Nesterov momentum (needs momentum > 0 and dampening 0)."""
+    """`sgd`: Nesterov momentum (needs momentum > 0 and dampening 0)."""
     weight_decay: Float32 = Field(0.0, ge=0)
-    """L2 penalty added by SGD to every gradient (coupled weight decay)."""
+    """Every optimizer; 0 = none for all of them (also `adamw`, unlike
+    `torch.optim.AdamW`'s 0.01). `sgd`, `adam`, `rmsprop`: L2, `weight_decay * w` added to
+    the gradient the optimizer receives (Adam's moments see it); `adamw`: decoupled,
+    `w <- w * (1 - lr * weight_decay)` before the update."""
+    betas: list[Beta] = Field([0.9, 0.999], min_length=2, max_length=2)
+    """`adam`, `adamw`: decay rates of the first and second moment estimates, each in
+    [0, 1)."""
+    eps: Float32 = Field(1e-8, gt=0)
+    """`adam`, `adamw`, `rmsprop`: added to the denominator (the root of the second moment)
+    for numerical stability."""
+    amsgrad: bool = False
+    """`adam`, `adamw`: AMSGrad, dividing by the running maximum of the second moment."""
+    alpha: float = Field(0.99, ge=0, lt=1)
+    """`rmsprop`: decay rate of the squared-gradient average, in [0, 1)."""
+    centered: bool = False
+    """`rmsprop`: divide by the root of the gradient's estimated variance instead of its
+    second moment."""
     batch_size: int = Field(100, ge=1, le=MAX_COUNT)
     """Examples per optimizer step; the last batch of an epoch may be smaller."""
     epochs: int = Field(1, ge=1, le=MAX_COUNT)
@@ -178,11 +213,44 @@ class OptimConfig(Section):
     min_lr: Float32 = Field(0.0, ge=0)
     """`schedule: cosine`: the lr reached at the last step."""
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        names = _optimizer_keys()
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(names)}")
+        return value
+
     @model_validator(mode="after")
-    def _check_nesterov(self) -> OptimConfig:
+    def _check_keys(self) -> OptimConfig:
+        keys = _optimizer_keys()
+        own = keys[self.name]
+        for key in [k for k in type(self).model_fields if k in self.model_fields_set]:
+            owners = [name for name, theirs in keys.items() if key in theirs]
+            if owners and key not in own:
+                raise ConfigError(
+                    f"optim.{key}: not a key of optim.name={self.name} (only of "
+                    f"{', '.join(owners)}); {self.name} takes lr, {', '.join(own)}"
+                )
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening 0")
         return self
+
+    @model_serializer(mode="wrap")
+    def _own_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The dump (``config.yaml``, ``gradlab validate``) holds only the keys the chosen
+        optimizer reads, so that it loads again and says what ran."""
+        data = handler(self)
+        keys = _optimizer_keys()
+        foreign = {k for theirs in keys.values() for k in theirs} - set(keys[self.name])
+        return {k: v for k, v in data.items() if k not in foreign}
+
+
+def _optimizer_keys() -> dict[str, tuple[str, ...]]:
+    """Each registered optimizer's name -> the ``optim`` keys it reads besides ``lr``."""
+    from gradlab.optimizers import optimizers  # imports torch: only when validating
+
+    return {name: cls.keys for name, cls in optimizers().items()}
 
 
 class TrainConfig(Section):

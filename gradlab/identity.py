@@ -14,6 +14,10 @@ a CPU are different experiments). Left out, because they change nothing that is 
 - ``train.device``, ``train.amp``, ``train.engine`` as written (their resolved values
   count instead), and ``train.amp_init_scale`` when no GradScaler ran.
 
+The optimizer is part of it: ``optim.name`` and the keys of that optimizer (a run's
+``config.yaml`` holds only those). ``optim.name: sgd`` is left out, so that an SGD run
+keeps the key it had before ``optim.name`` existed (its config then had SGD's keys alone).
+
 Plain data in, plain data out: never imports torch.
 """
 
@@ -67,6 +71,9 @@ def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dic
         node = data.get(section) if section else data
         if isinstance(node, dict):
             node.pop(last, None)
+    optim = data.get("optim")
+    if isinstance(optim, dict) and optim.get("name") == "sgd":
+        optim.pop("name")  # configs written before optimizers had names were all SGD's
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
         data["train"].pop("amp_init_scale", None)
     data["resolved"] = {key: resolved.get(key) for key in RESOLVED}

@@ -254,7 +254,8 @@ def read_meta(run: str | Path) -> dict[str, Any]:
 
 
 def read_config(run: str | Path) -> dict[str, Any]:
-    """The resolved config a run was trained with, as plain data."""
+    """The resolved config a run was trained with, as plain data. A config written before
+    ``optim.name`` existed gets ``optim.name: sgd`` (the only optimizer then)."""
     path = Path(run) / CONFIG_FILE
     try:
         text = read_small_text_file(path, error=RunFolderError)
@@ -267,4 +268,7 @@ def read_config(run: str | Path) -> dict[str, Any]:
         raise RunFolderError(f"{path}: unreadable ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{path}: expected a mapping")
+    optim = data.get("optim")
+    if isinstance(optim, dict) and "name" not in optim:
+        data["optim"] = {"name": "sgd", **optim}
     return data

@@ -34,7 +34,7 @@ from gradlab.environment import (
 )
 from gradlab.errors import ConfigError, RunFolderError
 from gradlab.model import TwoLayerNet
-from gradlab.optim import SGD
+from gradlab.optimizers import make_optimizer
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE, SUMMARY_FILE, Heartbeat, RunWriter
 from gradlab.steplog import StepLog, metric_columns, step_columns
 
@@ -175,7 +175,7 @@ def train(
         weights = dict(model.named_parameters())
         names = list(weights)
         opt = config.optim
-        optimizer = SGD(weights, opt)
+        optimizer = make_optimizer(weights, opt)
         scaler = torch.amp.GradScaler(
             device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
         )

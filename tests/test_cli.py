@@ -92,7 +92,7 @@ BAD_CONFIGS = [
     (
         "unknown key",
         {"optim": {"learning_rate": 1}},
-        "optim.learning_rate: unknown key; valid keys here: lr,",
+        "optim.learning_rate: unknown key; valid keys here: name, lr,",
     ),
     (
         "wrong type",

@@ -87,7 +87,7 @@ def test_resolved_config_round_trips(tmp_path: Path):
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"optim": {"lrr": 1}}, r"optim\.lrr: unknown key; valid keys here: lr, momentum, "),
+        ({"optim": {"lrr": 1}}, r"optim\.lrr: unknown key; valid keys here: name, lr, momentum, "),
         (
             {"bogus": 1},
             r"bogus: unknown key; valid keys here: name, seed, data, model, optim, train, diagnostics, edit",
