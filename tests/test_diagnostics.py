@@ -75,6 +75,12 @@ def test_health_is_measured_where_the_update_happens(tmp_path, tiny_config):
         for r in later
     ]
     assert max(ratios) > 1.5  # the velocity moves the weights further than lr * g
+    adam = train(
+        tiny_config(optim={"name": "adam", "lr": 0.001}, diagnostics={"every": 4}), tmp_path
+    )
+    for r in rows(adam.path / "grads.csv"):
+        sgd_like = 0.001 * float(r["norm_after"]) / float(r["weight_norm"])
+        assert float(r["update_ratio"]) != pytest.approx(sgd_like, rel=0.05)  # Adam's own step
     assert min(int(r["step"]) for r in grads) == 1  # checked before step 50, from step 1
 
 
