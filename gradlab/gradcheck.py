@@ -36,16 +36,12 @@ CHUNK = 16  # perturbed copies of one parameter evaluated at once (larger is slo
 Engine = Callable[[MLP, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
-def autograd_gradients(
-    model: MLP, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def autograd_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The gradient of the mean cross-entropy by the autograd engine."""
     return AutogradEngine(model).gradients(x, y)
 
 
-def analytic_gradients(
-    model: MLP, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def analytic_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The gradient of the mean cross-entropy by the hand-derived engine."""
     return AnalyticEngine(model).gradients(x, y)
 

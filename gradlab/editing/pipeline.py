@@ -16,9 +16,7 @@ from gradlab.errors import ConfigError
 _NOTHING: frozenset[str] = frozenset()
 
 
-def parse_edit(
-    position: int, entry: Any, parameter_names: list[str] | None = None
-) -> EditParams:
+def parse_edit(position: int, entry: Any, parameter_names: list[str] | None = None) -> EditParams:
     """Validate one config entry ``{type: NAME, ...}`` against its strategy's parameters.
 
     Args:
@@ -46,9 +44,7 @@ def parse_edit(
     except KeyError as exc:
         raise ConfigError(f"{where}.type: {exc.args[0]}") from None
     try:
-        return strategy.Params.model_validate(
-            entry, context={"parameter_names": parameter_names}
-        )
+        return strategy.Params.model_validate(entry, context={"parameter_names": parameter_names})
     except ValidationError as exc:
         raise ConfigError(
             describe_validation_error(exc, strategy.Params, prefix=f"{where}.")
