@@ -158,11 +158,21 @@ class ModelConfig(Section):
         widths = value if isinstance(value, list) else [value]
         if not widths or len(widths) > MAX_HIDDEN_LAYERS:
             raise ValueError(f"must be {allowed}")
-        for width in widths:
+        for i, width in enumerate(widths, start=1):
+            if isinstance(width, bool):
+                raise ValueError("expected a number, not true/false")
             integral = isinstance(width, int) or (isinstance(width, float) and width.is_integer())
-            if isinstance(width, bool) or not integral or not 1 <= width <= MAX_HIDDEN:
-                # decided from memory: the weights alone, before any batch
-                raise ValueError(f"must be {allowed} (gradlab.config.MAX_HIDDEN)")
+            if not integral or width < 1:
+                raise ValueError(f"must be {allowed}")
+            if width > MAX_HIDDEN:  # decided from memory: the weights alone, before any batch
+                limit = f"at most {MAX_HIDDEN:,} (gradlab.config.MAX_HIDDEN) per layer"
+                if width > 2**40:  # too large to say in floats and gigabytes
+                    raise ValueError(limit)
+                floats = int((INPUT_SIZE if i == 1 else widths[i - 2]) * width)
+                raise ValueError(
+                    f"{limit}: fc{i}.weight would hold {floats:,} floats, "
+                    f"{_gigabytes(4 * floats)} in float32"
+                )
         widths = [int(w) for w in widths]
         total = _parameter_count(widths)
         if total > MAX_PARAMETERS:
