@@ -49,6 +49,13 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 # gradlab.yamlfile.
 MAX_HIDDEN = 65_536
 """Widest hidden layer: fc1.weight then holds 51 million floats (205 MB in float32)."""
+MAX_HIDDEN_LAYERS = 100
+"""Most hidden layers (``model.hidden`` as a list of widths)."""
+MAX_PARAMETERS = 784 * MAX_HIDDEN + MAX_HIDDEN + 10 * MAX_HIDDEN + 10
+"""Most floats in all the parameters together: those of the widest two-layer net
+(52 million, 208 MB in float32)."""
+INPUT_SIZE, CLASSES = 784, 10
+"""The network's input (28 x 28 pixels, flattened) and output (the 10 classes)."""
 MAX_COUNT = 2**31 - 1
 """Largest batch size, step count, epoch count or interval."""
 MAX_FLUSH_EVERY = 100_000
@@ -118,41 +125,95 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    hidden: int = Field(100, ge=1)
-    """Width of the hidden layer: Linear(784, hidden) -> activation -> Linear(hidden, 10);
-    at most 65,536."""
+    hidden: int | list[int] = 100
+    """Width of the hidden layer, `Linear(784, hidden) -> activation -> Linear(hidden, 10)`,
+    or a list of widths, one per hidden layer (`[256, 128, 64]`: fc1 to fc4); each at most
+    65,536, at most 100 layers and 52 million parameters in all."""
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
-    """Activation after the first layer."""
+    """Activation after every hidden layer."""
     output_activation: Literal["none", "relu"] = "none"
     """`relu` applies ReLU to the logits, as the reference tutorial does (a quirk kept for
     faithful reproduction)."""
-    init: Literal["default", "normal", "xavier", "kaiming"] = "default"
-    """Weight initialization: PyTorch's default, `normal` (std `init_std`), Xavier/Glorot
-    uniform, or Kaiming/He normal. Biases start at zero except with `default`."""
+    init: Literal[
+        "default",
+        "normal",
+        "xavier",
+        "xavier_uniform",
+        "xavier_normal",
+        "kaiming",
+        "kaiming_uniform",
+        "kaiming_normal",
+    ] = "default"
+    """Weight initialization of every layer: PyTorch's default, `normal` (std `init_std`),
+    `xavier_uniform` / `xavier_normal` (Glorot, gain 1), `kaiming_uniform` /
+    `kaiming_normal` (He, fan in, ReLU gain); `xavier` = `xavier_uniform`, `kaiming` =
+    `kaiming_normal`. Biases start at zero except with `default`."""
     init_std: Float32 = Field(0.01, gt=0)
     """Standard deviation of the weights for `init: normal`."""
 
-    @field_validator("hidden")
+    @field_validator("hidden", mode="before")
     @classmethod
-    def _check_hidden(cls, value: int) -> int:
-        if value > MAX_HIDDEN:  # decided from memory: the weights alone, before any batch
+    def _check_hidden(cls, value: Any) -> int | list[int]:
+        allowed = (
+            f"a positive integer width, at most {MAX_HIDDEN:,}, or a list of 1 to "
+            f"{MAX_HIDDEN_LAYERS} such widths like [256, 128]"
+        )
+        widths = value if isinstance(value, list) else [value]
+        if not widths or len(widths) > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"must be {allowed}")
+        for i, width in enumerate(widths, start=1):
+            if isinstance(width, bool):
+                raise ValueError("expected a number, not true/false")
+            integral = isinstance(width, int) or (isinstance(width, float) and width.is_integer())
+            if not integral or width < 1:
+                raise ValueError(f"must be {allowed}")
+            if width > MAX_HIDDEN:  # decided from memory: the weights alone, before any batch
+                limit = f"at most {MAX_HIDDEN:,} (gradlab.config.MAX_HIDDEN) per layer"
+                if width > 2**40:  # too large to say in floats and gigabytes
+                    raise ValueError(limit)
+                floats = int((INPUT_SIZE if i == 1 else widths[i - 2]) * width)
+                raise ValueError(
+                    f"{limit}: fc{i}.weight would hold {floats:,} floats, "
+                    f"{_gigabytes(4 * floats)} in float32"
+                )
+        widths = [int(w) for w in widths]
+        total = _parameter_count(widths)
+        if total > MAX_PARAMETERS:
             raise ValueError(
-                f"at most {MAX_HIDDEN:,} (gradlab.config.MAX_HIDDEN): fc1.weight would hold "
-                f"{784 * value:,} floats, {_gigabytes(4 * 784 * value)} in float32"
+                f"must be {allowed}, with at most {MAX_PARAMETERS:,} parameters in all "
+                f"(gradlab.config.MAX_PARAMETERS): these widths make {total:,} floats, "
+                f"{_gigabytes(4 * total)} in float32"
             )
-        return value
+        return widths if isinstance(value, list) else widths[0]
+
+    @property
+    def widths(self) -> list[int]:
+        """The hidden layers' widths, in order (one for an integer ``hidden``)."""
+        return list(self.hidden) if isinstance(self.hidden, list) else [self.hidden]
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Names and shapes of the network's parameters, in order (edits target these names)."""
-        return {
-            "fc1.weight": (self.hidden, 784),
-            "fc1.bias": (self.hidden,),
-            "fc2.weight": (10, self.hidden),
-            "fc2.bias": (10,),
-        }
+        """Names and shapes of the network's parameters, in order (edits target these names):
+        ``fc1.weight, fc1.bias, ..., fcN.weight, fcN.bias``, N = hidden layers + 1."""
+        sizes = [INPUT_SIZE, *self.widths, CLASSES]
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False), start=1):
+            shapes[f"fc{i}.weight"] = (fan_out, fan_in)
+            shapes[f"fc{i}.bias"] = (fan_out,)
+        return shapes
+
+    def parameter_names(self) -> list[str]:
+        """``fc1.weight, fc1.bias, ..., fcN.bias``: what edits and metrics name."""
+        return list(self.parameter_shapes())
+
+
+def _parameter_count(widths: list[int]) -> int:
+    sizes = [INPUT_SIZE, *widths, CLASSES]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
 
 
 PARAMETER_NAMES = tuple(ModelConfig().parameter_shapes())
+"""The default (two-layer) network's parameter names; a config's own are
+``config.model.parameter_names()``."""
 
 
 def _not_true_or_false(value: Any) -> Any:
@@ -301,7 +362,7 @@ class DiagnosticsConfig(Section):
     vanishing_norm: float = Field(1e-6, ge=0)
     """Vanishing: a parameter's gradient norm below this."""
     vanishing_ratio: float = Field(0.01, ge=0)
-    """Vanishing: ||grad fc1.weight|| / ||grad fc2.weight|| (first / last layer) below this."""
+    """Vanishing: ||grad fc1.weight|| / ||grad fcN.weight|| (first / last layer) below this."""
     exploding_norm: float = Field(100.0, gt=0)
     """Exploding: a parameter's gradient norm above this (fires at the first such check)."""
     exploding_growth: float = Field(10.0, gt=1)
@@ -341,14 +402,18 @@ class Config(Section):
 
     @field_validator("edit", mode="before")
     @classmethod
-    def _parse_edits(cls, value: Any) -> list[Any]:
+    def _parse_edits(cls, value: Any, info: ValidationInfo) -> list[Any]:
         from gradlab.editing import parse_edit
 
         if value is None:
             return []
         if not isinstance(value, list):
             raise ConfigError(f"edit: must be a list of edits, got {_show(value)}")
-        return [parse_edit(i, entry) for i, entry in enumerate(value)]
+        # patterns are checked against this model's parameters; an invalid model section is
+        # reported on its own (its error comes first), so its edits' patterns go unchecked
+        model = info.data.get("model")
+        names = model.parameter_names() if model is not None else None
+        return [parse_edit(i, entry, names) for i, entry in enumerate(value)]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what ``config.yaml`` in a run folder holds)."""

@@ -40,7 +40,13 @@ _NORM_AFTER, _UPDATE = STATS.index("norm_after"), STATS.index("update_ratio")
 GRADS_COLUMNS = ["step", "param", *STATS]
 ALERTS_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
 ALERT_KINDS = ("vanishing", "exploding", "dead_relu")
-FIRST, LAST = "fc1.weight", "fc2.weight"
+
+
+def first_and_last_weights(names: list[str]) -> tuple[str, str]:
+    """The first and the last layer's weights among parameter names (``fc1.weight``,
+    ``fcN.weight``): the pair the vanishing ratio compares."""
+    weights = [name for name in names if name.endswith(".weight")]
+    return weights[0], weights[-1]
 
 
 def gradient_statistics(grads: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
@@ -95,6 +101,12 @@ class Diagnostics:
         self.grads_log = grads_log
         self.alerts_log = alerts_log
         self.relu_hidden = relu_hidden
+        self.first, self.last = first_and_last_weights(names)
+        # the hidden layers (every layer but the last): their units can die under ReLU
+        self.hidden = [n.removesuffix(".weight") for n in names if n.endswith(".weight")][:-1]
+        self.hidden_label = (
+            self.hidden[0] if len(self.hidden) == 1 else f"{self.hidden[0]}-{self.hidden[-1]}"
+        )
         self.on_alert = on_alert
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
         self._open: tuple | None = None  # a check waiting for its edit and its step
@@ -122,7 +134,12 @@ class Diagnostics:
         stats = gradient_statistics([grads[n] for n in self.names], before)
         alive = None
         if self.relu_hidden:  # a hidden unit learns when its incoming weights get a gradient
-            alive = (grads["fc1.weight"] != 0).any(dim=1) | (grads["fc1.bias"] != 0)
+            alive = torch.cat(
+                [
+                    (grads[f"{layer}.weight"] != 0).any(dim=1) | (grads[f"{layer}.bias"] != 0)
+                    for layer in self.hidden
+                ]
+            )
         self._open = (step, stats, alive, torch._foreach_mul(before, 1.0))
 
     def after_edit(self, step: int, grads: dict[str, torch.Tensor]) -> None:
@@ -184,7 +201,8 @@ class Diagnostics:
         # vanishing: a tiny norm, or the first layer's gradient tiny next to the last one's
         vanishing = None
         smallest = min(by_name, key=by_name.get)
-        ratio = by_name[FIRST] / by_name[LAST] if by_name[LAST] > 0 else math.inf
+        first, last = self.first, self.last
+        ratio = by_name[first] / by_name[last] if by_name[last] > 0 else math.inf
         if by_name[smallest] < cfg.vanishing_norm:
             vanishing = (
                 smallest,
@@ -194,10 +212,10 @@ class Diagnostics:
             )
         elif ratio < cfg.vanishing_ratio:
             vanishing = (
-                f"{FIRST}/{LAST}",
+                f"{first}/{last}",
                 ratio,
                 cfg.vanishing_ratio,
-                f"||grad {FIRST}|| / ||grad {LAST}|| = {ratio:.3g} < {cfg.vanishing_ratio:g}",
+                f"||grad {first}|| / ||grad {last}|| = {ratio:.3g} < {cfg.vanishing_ratio:g}",
             )
         self._vanishing_run = self._vanishing_run + 1 if vanishing else 0
         if vanishing is not None and self._vanishing_run >= cfg.patience:
@@ -257,5 +275,7 @@ class Diagnostics:
                 f"dead ReLU units at step {step}: {dead} of {len(alive)} hidden units had no "
                 f"gradient for {cfg.dead_window} steps"
             )
-            alert = Alert(step, "dead_relu", "fc1", fraction, cfg.dead_fraction, message)
+            alert = Alert(
+                step, "dead_relu", self.hidden_label, fraction, cfg.dead_fraction, message
+            )
         self._raise("dead_relu", alert)

@@ -27,25 +27,21 @@ from torch.func import functional_call, vmap
 
 from gradlab.config import Config
 from gradlab.engines import AnalyticEngine, AutogradEngine
-from gradlab.model import TwoLayerNet
+from gradlab.model import MLP
 
 GOOD, SUSPICIOUS = 1e-5, 1e-3
 ALL_KINKS = "all kinks"  # the verdict of a parameter whose every checked entry is a kink
 CHUNK = 16  # perturbed copies of one parameter evaluated at once (larger is slower here)
 
-Engine = Callable[[TwoLayerNet, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+Engine = Callable[[MLP, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
-def autograd_gradients(
-    model: TwoLayerNet, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def autograd_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The gradient of the mean cross-entropy by the autograd engine."""
     return AutogradEngine(model).gradients(x, y)
 
 
-def analytic_gradients(
-    model: TwoLayerNet, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def analytic_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The gradient of the mean cross-entropy by the hand-derived engine."""
     return AnalyticEngine(model).gradients(x, y)
 
@@ -77,18 +73,18 @@ def check_inputs(config: Config, samples: int, inputs: str) -> tuple[torch.Tenso
     return data.train_x[:samples].double(), data.train_y[:samples]
 
 
-def relu_inputs(model: TwoLayerNet) -> list[nn.Module]:
-    """The layers whose outputs go into a ReLU: fc1 (hidden ReLU), fc2 (output ReLU)."""
-    layers = []
-    if model.cfg.activation == "relu":
-        layers.append(model.fc1)
+def relu_inputs(model: MLP) -> list[nn.Module]:
+    """The layers whose outputs go into a ReLU: the hidden ones (hidden ReLU), the last one
+    (output ReLU)."""
+    *hidden, last = model.layers
+    layers = list(hidden) if model.cfg.activation == "relu" else []
     if model.output_relu:
-        layers.append(model.fc2)
+        layers.append(last)
     return layers
 
 
 def finite_differences(
-    model: TwoLayerNet, x: torch.Tensor, y: torch.Tensor, name: str, index: torch.Tensor, eps: float
+    model: MLP, x: torch.Tensor, y: torch.Tensor, name: str, index: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two-sided differences of the loss for the entries ``index`` of parameter ``name``.
 
@@ -149,7 +145,7 @@ def report_row(approx: torch.Tensor, exact: torch.Tensor, kink: torch.Tensor) ->
 
 
 def check_model(
-    model: TwoLayerNet,
+    model: MLP,
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float = 1e-5,
@@ -229,7 +225,7 @@ def gradcheck(
         ``samples``, ``eps``, ``inputs`` and the report of :func:`check_model`.
     """
     torch.manual_seed(config.seed)
-    model = TwoLayerNet(config.model).double()
+    model = MLP(config.model).double()
     x, y = check_inputs(config, samples, inputs)
     report = check_model(model, x, y, eps, entries, engines, seed=config.seed)
     return {"samples": samples, "eps": eps, "inputs": inputs, **report}

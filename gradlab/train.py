@@ -33,7 +33,7 @@ from gradlab.environment import (
     seed_everything,
 )
 from gradlab.errors import ConfigError, RunFolderError
-from gradlab.model import TwoLayerNet
+from gradlab.model import MLP
 from gradlab.optimizers import make_optimizer
 from gradlab.runlog import ALERTS_FILE, GRADS_FILE, SUMMARY_FILE, Heartbeat, RunWriter
 from gradlab.steplog import StepLog, metric_columns, step_columns
@@ -171,7 +171,7 @@ def train(
             data = load_dataset(config.data, device)
 
         # ---- model, engine, optimizer, scaler, edits
-        model = TwoLayerNet(config.model).to(device)
+        model = MLP(config.model).to(device)
         weights = dict(model.named_parameters())
         names = list(weights)
         opt = config.optim

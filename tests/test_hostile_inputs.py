@@ -233,7 +233,7 @@ def test_yaml_spellings_of_bad_numbers(tmp_path: Path):
         ("optim: {lr: 1e39}\n", "optim.lr: must be below 3.4e38"),
         ("train: {amp_init_scale: .inf}\n", "train.amp_init_scale: Input should be a finite"),
         ("model: {hidden: 1000000000}\n", "model.hidden: at most 65,536"),
-        ("model: {hidden: 1e9}\n", "model.hidden: Input should be a valid integer"),
+        ("model: {hidden: 1e9}\n", "model.hidden: must be a positive integer width"),
         (f"seed: {'1' * 5000}\n", "cannot convert a value (too many digits)"),
     ]:
         config = tmp_path / "c.yaml"

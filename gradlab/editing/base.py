@@ -61,7 +61,7 @@ class EditParams(BaseModel):
     type: str
     """The strategy's registered name."""
     params: list[str] = ["*"]
-    """Glob patterns over parameter names (fc1.weight, fc1.bias, fc2.weight, fc2.bias)."""
+    """Glob patterns over parameter names (fc1.weight, fc1.bias, ..., fcN.bias)."""
     start_step: int = Field(0, ge=0)
     """First step at which the edit is active (steps count from 1)."""
     end_step: int | None = Field(None, ge=1)
@@ -76,14 +76,21 @@ class EditParams(BaseModel):
 
     @field_validator("params")
     @classmethod
-    def _patterns_match(cls, patterns: list[str]) -> list[str]:
+    def _patterns_match(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
+        """Every pattern matches a parameter of the model: the names come in the validation
+        context (``parameter_names``, None = unknown, unchecked); without a context, the
+        default two-layer network's."""
         if not patterns:
             raise ValueError("needs at least one pattern")
+        context = info.context or {}
+        names = context.get("parameter_names", PARAMETER_NAMES)
+        if names is None:
+            return patterns
         for pattern in patterns:
-            if not fnmatch.filter(PARAMETER_NAMES, pattern):
+            if not fnmatch.filter(names, pattern):
                 raise ValueError(
                     f"pattern {_show(pattern)} matches no parameter; parameters: "
-                    + ", ".join(PARAMETER_NAMES)
+                    + _name_list(names)
                 )
         return patterns
 
@@ -92,6 +99,13 @@ class EditParams(BaseModel):
         if self.end_step is not None and self.end_step <= self.start_step:
             raise ValueError("end_step must be greater than start_step")
         return self
+
+
+def _name_list(names: list[str] | tuple[str, ...]) -> str:
+    """The parameter names for an error message, the middle left out for a deep network."""
+    if len(names) <= 8:
+        return ", ".join(names)
+    return ", ".join([*names[:4], "...", *names[-2:]])
 
 
 class Edit:

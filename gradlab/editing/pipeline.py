@@ -16,8 +16,13 @@ from gradlab.errors import ConfigError
 _NOTHING: frozenset[str] = frozenset()
 
 
-def parse_edit(position: int, entry: Any) -> EditParams:
-    """Validate one config entry ``{type: NAME, ...}`` against its strategy's parameters."""
+def parse_edit(position: int, entry: Any, parameter_names: list[str] | None = None) -> EditParams:
+    """Validate one config entry ``{type: NAME, ...}`` against its strategy's parameters.
+
+    Args:
+        parameter_names: the model's parameters, which the ``params`` patterns must match
+            (None: left unchecked).
+    """
     from gradlab.config import describe_validation_error
 
     where = f"edit[{position}]"
@@ -39,7 +44,7 @@ def parse_edit(position: int, entry: Any) -> EditParams:
     except KeyError as exc:
         raise ConfigError(f"{where}.type: {exc.args[0]}") from None
     try:
-        return strategy.Params.model_validate(entry)
+        return strategy.Params.model_validate(entry, context={"parameter_names": parameter_names})
     except ValidationError as exc:
         raise ConfigError(
             describe_validation_error(exc, strategy.Params, prefix=f"{where}.")
