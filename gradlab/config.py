@@ -230,7 +230,7 @@ class OptimConfig(Section):
     name: str = "sgd"
     """Optimizer: `sgd`, `adam`, `adamw` or `rmsprop`, each `torch.optim`'s update rule step
     for step. Each reads `lr` and its own keys (their descriptions below say whose); another
-    optimizer's key, written explicitly, is an error."""
+    optimizer's key set to anything but its default is an error."""
     lr: Float32 = Field(0.01, gt=0)
     """Learning rate (finite and below the float32 maximum, 3.4e38). The default suits SGD;
     Adam's usual one is 0.001."""
@@ -286,8 +286,11 @@ class OptimConfig(Section):
     def _check_keys(self) -> OptimConfig:
         keys = _optimizer_keys()
         own = keys[self.name]
-        for key in [k for k in type(self).model_fields if k in self.model_fields_set]:
+        fields = type(self).model_fields
+        for key in [k for k in fields if k in self.model_fields_set]:
             owners = [name for name, theirs in keys.items() if key in theirs]
+            if getattr(self, key) == fields[key].default:
+                continue  # a default written out (momentum: 0.0) sets nothing: harmless
             if owners and key not in own:
                 raise ConfigError(
                     f"optim.{key}: not a key of optim.name={self.name} (only of "

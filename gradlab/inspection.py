@@ -105,14 +105,25 @@ def plot_layers(
     Raises:
         CompareError: an unsupported format.
     """
+    from matplotlib import colormaps
+
     from gradlab.plots import check_plot_path, new_figure, save_figure
 
     target = None if out is None else check_plot_path(out)
     fig = new_figure(13, 4.8)
     axes = fig.subplots(1, 2)
+    params = list(dict.fromkeys(grads["param"]))
+    layers = list(dict.fromkeys(p.rsplit(".", 1)[0] for p in params))
+    cmap = colormaps["viridis"]  # one colour per layer, first (dark) to last (light)
     for param, checks in grads.groupby("param", sort=False):
-        axes[0].plot(checks["step"], checks["norm"], label=param)
-        axes[1].plot(checks["step"], checks["update_ratio"], label=param)
+        layer = layers.index(param.rsplit(".", 1)[0])
+        style = {
+            "color": cmap(0.9 * layer / max(1, len(layers) - 1)),
+            "linestyle": "--" if param.endswith(".bias") else "-",  # bias dashed
+            "label": param,
+        }
+        axes[0].plot(checks["step"], checks["norm"], **style)
+        axes[1].plot(checks["step"], checks["update_ratio"], **style)
     axes[0].set_title("gradient norm per parameter (before edits)")
     axes[0].set_ylabel("L2 norm")
     axes[1].set_title("update-to-weight ratio ||Δw|| / ||w|| (the real step)")
@@ -121,7 +132,12 @@ def plot_layers(
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=9)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside right center",
+        fontsize=9,
+        frameon=False,
+    )
     if title:
         fig.suptitle(title)
     return fig if target is None else save_figure(fig, target)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,7 +172,7 @@ def test_keys_of_the_chosen_optimizer_only_in_its_dump():
             r"optim\.betas: not a key of optim\.name=sgd \(only of adam, adamw\); "
             r"sgd takes lr, momentum, dampening, nesterov, weight_decay$",
         ),
-        ({"name": "adam", "nesterov": False}, r"optim\.nesterov: not a key of optim\.name=adam"),
+        ({"name": "adam", "nesterov": True}, r"optim\.nesterov: not a key of optim\.name=adam"),
         ({"name": "adamw", "momentum": 0.9}, r"optim\.momentum: .* \(only of rmsprop, sgd\)"),
         ({"name": "rmsprop", "amsgrad": True}, r"optim\.amsgrad: not a key of optim\.name="),
         ({"name": "adamax"}, r"optim\.name: must be one of adam, adamw, rmsprop, sgd"),
@@ -189,6 +190,18 @@ def test_bad_optimizer_configs_end_in_one_line(optim, message):
         config_from_dict({"optim": optim}, source="c.yaml")
     assert str(info.value).startswith("c.yaml: optim.")
     assert "\n" not in str(info.value)
+
+
+def test_switching_optimizer_on_a_config_that_writes_out_sgd_defaults():
+    """configs/baseline.yaml writes momentum: 0.0 and weight_decay: 0.0: --set
+    optim.name=adam (or a sweep grid over optim.name) must still work."""
+    from gradlab.config import load_config
+
+    root = Path(__file__).parents[1]
+    config = load_config(root / "configs/baseline.yaml", ["optim.name=adam"])
+    assert config.optim.name == "adam"
+    with pytest.raises(ConfigError, match="optim.momentum: not a key of optim.name=adam"):
+        load_config(root / "configs/baseline.yaml", ["optim.name=adam", "optim.momentum=0.9"])
 
 
 def test_the_optimizer_is_part_of_the_experiment():
