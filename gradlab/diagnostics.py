@@ -24,21 +24,11 @@ from dataclasses import dataclass
 import torch
 
 from gradlab.config import DiagnosticsConfig
-from gradlab.runlog import CsvLog
+from gradlab.runlog import ALERTS_COLUMNS, GRADS_STATS, CsvLog  # noqa: F401 (ALERTS_COLUMNS: public here)
 
-STATS = (
-    "mean",
-    "std",
-    "norm",
-    "norm_after",
-    "max_abs",
-    "zero_frac",
-    "update_ratio",
-    "weight_norm",
-)
+STATS = GRADS_STATS
 _NORM_AFTER, _UPDATE = STATS.index("norm_after"), STATS.index("update_ratio")
 GRADS_COLUMNS = ["step", "param", *STATS]
-ALERTS_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
 ALERT_KINDS = ("vanishing", "exploding", "dead_relu")
 
 

@@ -7,18 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from gradlab.reading import CompareError, is_run_folder, read_log
-from gradlab.runlog import ALERTS_FILE, GRADS_FILE
+from gradlab.runlog import ALERTS_COLUMNS, ALERTS_FILE, GRADS_FILE, GRADS_STATS
 
-STATS = (
-    "mean",
-    "std",
-    "norm",
-    "norm_after",
-    "max_abs",
-    "zero_frac",
-    "update_ratio",
-    "weight_norm",
-)
+STATS = GRADS_STATS
 OPTIONAL = ("norm_after",)  # runs written before it existed: read as empty
 
 
@@ -43,11 +34,8 @@ def load_alerts(run: str | Path) -> pd.DataFrame:
     """``alerts.csv`` of a run (empty when none fired)."""
     path = Path(run) / ALERTS_FILE
     if not path.exists():
-        return pd.DataFrame(columns=ALERT_COLUMNS)
-    return _checked(read_log(path, "message"), path, ALERT_COLUMNS, numeric=["step"])
-
-
-ALERT_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
+        return pd.DataFrame(columns=ALERTS_COLUMNS)
+    return _checked(read_log(path, "message"), path, ALERTS_COLUMNS, numeric=["step"])
 
 
 def _checked(

@@ -34,6 +34,19 @@ EVALS_FILE = "evals.csv"
 SUMMARY_FILE = "summary.json"
 GRADS_FILE = "grads.csv"
 ALERTS_FILE = "alerts.csv"
+# the per-parameter statistics of grads.csv, after its step and param columns (written by
+# gradlab.diagnostics, read by gradlab.inspection)
+GRADS_STATS = (
+    "mean",
+    "std",
+    "norm",
+    "norm_after",
+    "max_abs",
+    "zero_frac",
+    "update_ratio",
+    "weight_norm",
+)
+ALERTS_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
 EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "elapsed_s"]
 STATUSES = ("running", "completed", "interrupted", "failed", "diverged")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster
