@@ -25,18 +25,15 @@ from typing import Any
 MAX_SIGNIFICANT = 4
 
 
-def _finite(values: Iterable[float | None]) -> list[float]:
-    out = []
-    for v in values:
-        if v is None or isinstance(v, bool):
-            continue
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out.append(f)
-    return out
+def _as_finite(value: Any) -> float | None:
+    """``value`` as a finite float, else None (missing, text, a boolean, NaN, infinity)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _exponent(x: float) -> int:
@@ -85,11 +82,9 @@ def _pairs(values: Iterable[Any], uncertainties: Iterable[Any]) -> list[tuple[fl
     spreads = list(uncertainties) or [None] * len(values)
     out = []
     for v, u in zip(values, spreads, strict=False):
-        (f,) = _finite([v]) or [None]
-        if f is None:
-            continue
-        (g,) = _finite([u]) or [None]
-        out.append((f, g if g is not None and g > 0 else None))
+        f, g = _as_finite(v), _as_finite(u)
+        if f is not None:
+            out.append((f, g if g is not None and g > 0 else None))
     return out
 
 

@@ -321,11 +321,8 @@ def _named_points(entries: list[_Entry]) -> list[tuple[_Entry, dict[str, Any]]]:
             overrides = {**entry.overrides, **point}
             varying = {k: v for k, v in point.items() if len(axes[k]) > 1}
             made = "name" not in point and not entry.named and bool(varying)
-            overrides["name"] = (
-                run_name(entry.name, varying) if made else overrides.get("name", entry.name)
-            )
-            if "name" not in point and not made:
-                overrides["name"] = entry.name
+            if "name" not in point:  # a name the grid sets stands as it is
+                overrides["name"] = run_name(entry.name, varying) if made else entry.name
             points.append((entry, overrides, made))
     count: dict[str, int] = {}
     for _, overrides, _ in points:
