@@ -115,6 +115,12 @@ class DataConfig(Section):
     """Download missing IDX files through torchvision's downloader."""
     normalize: bool = False
     """Standardize pixels by the training set's mean and std (otherwise pixels are in [0, 1])."""
+    sampling: Literal["auto", "shuffle", "poisson"] = "auto"
+    """How a step's examples are drawn: `shuffle` (a seeded permutation cut into batches of
+    `optim.batch_size`), `poisson` (each example joins a step independently with probability
+    `q = batch_size / N`: batches of random size, `batch_size` on average, what DP-SGD's
+    accounting assumes), or `auto` = `poisson` with a `privacy` section, else `shuffle`.
+    Either way an epoch is `ceil(N / batch_size)` steps."""
 
     @field_validator("root")
     @classmethod
@@ -378,6 +384,73 @@ class DiagnosticsConfig(Section):
     """Dead ReLU: alert when at least this fraction of the hidden units is dead (relu only)."""
 
 
+CLIPPING = ("flat", "per_layer", "automatic")
+ACCOUNTANTS = ("rdp", "prv")
+MAX_NOISE_MULTIPLIER = 1e6
+"""Largest ``privacy.noise_multiplier`` (Opacus's search stops there too)."""
+
+
+class PrivacyConfig(Section):
+    noise_multiplier: float | None = Field(None, ge=0, le=MAX_NOISE_MULTIPLIER)
+    """sigma: the Gaussian noise added to the sum of clipped per-example gradients has std
+    `noise_multiplier * max_grad_norm`. 0 = clipping only (no privacy: epsilon is infinite).
+    Give this or `target_epsilon`, not both."""
+    target_epsilon: float | None = Field(None, gt=0, le=1e6)
+    """Solve `noise_multiplier` before training so that the whole run (its configured steps
+    and sample rate) ends at this epsilon, with the chosen `accountant` and `delta`."""
+    max_grad_norm: Float32 | list[Float32] = 1.0
+    """C, the clipping threshold (> 0). `per_layer`: a list with one threshold per parameter
+    tensor (fc1.weight, fc1.bias, ...), or one number C split evenly (each tensor gets
+    `C / sqrt(K)` for K tensors, so the joint bound stays C)."""
+    clipping: Literal["flat", "per_layer", "automatic"] = "flat"
+    """`flat`: each example's gradient scaled by `min(1, C / (||g_i|| + 1e-6))`, the norm over
+    all parameters; `per_layer`: the same per parameter tensor with its own threshold, noise
+    std from the norm of the thresholds; `automatic` (Bu et al. 2022): every example scaled
+    by `C / (||g_i|| + 0.01)` (normalized, never only clipped)."""
+    delta: float = Field(1e-5, gt=0, lt=1)
+    """delta of the (epsilon, delta) guarantee, in (0, 1); usually below 1 / N."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """How epsilon is computed, by Opacus's accountants: `rdp` (Renyi DP, Mironov 2017; the
+    classic, slightly loose) or `prv` (privacy random variables, Gopi et al. 2021; tighter)."""
+
+    @field_validator("max_grad_norm")
+    @classmethod
+    def _check_max_grad_norm(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v <= 0 for v in values):
+            raise ValueError("must be a positive number, or a list of positive numbers")
+        return value
+
+    @model_validator(mode="after")
+    def _check_noise(self) -> PrivacyConfig:
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ConfigError(
+                "privacy: give noise_multiplier or target_epsilon, not both (set the other to null)"
+            )
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ConfigError(
+                "privacy: give noise_multiplier (sigma, >= 0) or target_epsilon (> 0)"
+            )
+        if isinstance(self.max_grad_norm, list) and self.clipping != "per_layer":
+            raise ConfigError(
+                f"privacy.max_grad_norm: a list of thresholds needs clipping: per_layer "
+                f"(clipping: {self.clipping} takes one number)"
+            )
+        return self
+
+    def thresholds(self, names: list[str]) -> list[float]:
+        """One clipping threshold per parameter tensor (``per_layer``)."""
+        if isinstance(self.max_grad_norm, list):
+            return list(self.max_grad_norm)
+        return [self.max_grad_norm / len(names) ** 0.5] * len(names)
+
+    def sensitivity(self, names: list[str]) -> float:
+        """The bound on one example's clipped contribution: the noise std is sigma times it."""
+        if self.clipping == "per_layer":
+            return sum(c * c for c in self.thresholds(names)) ** 0.5
+        return float(self.max_grad_norm)
+
+
 class Config(Section):
     name: str = "run"
     """Run name: the first part of the run folder's name (letters, digits, `.`, `_`, `-`, `=`,
@@ -391,7 +464,11 @@ class Config(Section):
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     edit: list[Any] = []
     """The gradient-editing pipeline, applied in order between backward and the optimizer
-    step: a list of `{type: NAME, ...parameters}` (see `gradlab strategies`)."""
+    step: a list of `{type: NAME, ...parameters}` (see `gradlab strategies`). With `privacy`,
+    the edits see the privatized gradient."""
+    privacy: PrivacyConfig | None = None
+    """DP-SGD (Abadi et al. 2016, Opacus's semantics): per-example clipping, Gaussian noise
+    and privacy accounting; null = off. See "Differential privacy" in the README."""
 
     @field_validator("name")
     @classmethod
@@ -417,6 +494,21 @@ class Config(Section):
         model = info.data.get("model")
         names = model.parameter_names() if model is not None else None
         return [parse_edit(i, entry, names) for i, entry in enumerate(value)]
+
+    @model_validator(mode="after")
+    def _resolve_privacy(self) -> Config:
+        if self.data.sampling == "auto":
+            self.data.sampling = "poisson" if self.privacy is not None else "shuffle"
+        privacy = self.privacy
+        if privacy is not None and isinstance(privacy.max_grad_norm, list):
+            names = self.model.parameter_names()
+            if len(privacy.max_grad_norm) != len(names):
+                raise ConfigError(
+                    f"privacy.max_grad_norm: {len(privacy.max_grad_norm)} thresholds for "
+                    f"{len(names)} parameter tensors; give one per tensor "
+                    f"({', '.join(names)}) or a single number"
+                )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what ``config.yaml`` in a run folder holds)."""

@@ -330,3 +330,23 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator, device: tor
     """One epoch's batches: index tensors on ``device`` from a seeded permutation of ``n``."""
     permutation = torch.randperm(n, generator=generator).to(device)
     return permutation.split(batch_size)
+
+
+def poisson_order(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
+    """One epoch of Poisson sampling: ``ceil(n / batch_size)`` batches, each example in each
+    batch independently with probability ``q = batch_size / n`` (at most 1), so a batch holds
+    ``batch_size`` examples on average and may be empty. Index tensors on ``device``, in
+    increasing order."""
+    q = min(1.0, batch_size / n)
+    for _ in range(math.ceil(n / batch_size)):
+        chosen = torch.rand(n, generator=generator) < q
+        yield chosen.nonzero().squeeze(1).to(device)
+
+
+def epoch_batches(
+    sampling: str, n: int, batch_size: int, generator: torch.Generator, device: torch.device
+):
+    """One epoch's batches under ``data.sampling`` (``shuffle`` or ``poisson``)."""
+    if sampling == "poisson":
+        return poisson_order(n, batch_size, generator, device)
+    return batch_order(n, batch_size, generator, device)

@@ -16,7 +16,8 @@ a CPU are different experiments). Left out, because they change nothing that is 
 
 The optimizer is part of it: ``optim.name`` and the keys of that optimizer (a run's
 ``config.yaml`` holds only those). ``optim.name: sgd`` is left out, so that an SGD run
-keeps the key it had before ``optim.name`` existed (its config then had SGD's keys alone).
+keeps the key it had before ``optim.name`` existed (its config then had SGD's keys alone);
+likewise ``privacy: null`` and ``data.sampling: shuffle`` (configs before DP-SGD).
 
 Plain data in, plain data out: never imports torch.
 """
@@ -74,6 +75,10 @@ def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dic
     optim = data.get("optim")
     if isinstance(optim, dict) and optim.get("name") == "sgd":
         optim.pop("name")  # configs written before optimizers had names were all SGD's
+    if data.get("privacy", 0) is None:
+        data.pop("privacy")  # configs written before DP-SGD had no privacy section
+    if isinstance(data.get("data"), dict) and data["data"].get("sampling") == "shuffle":
+        data["data"].pop("sampling")  # nor a sampling key: they all shuffled
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
         data["train"].pop("amp_init_scale", None)
     data["resolved"] = {key: resolved.get(key) for key in RESOLVED}

@@ -34,12 +34,21 @@ class MLP(nn.Module):
         return [getattr(self, f"fc{i}") for i in range(1, len(self.cfg.widths) + 2)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trace(x)[0]
+
+    def trace(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The forward pass with what per-example gradients need: ``(out, inputs, z)``, each
+        layer's input (``x`` for fc1) and its output before the activation."""
         *hidden, last = self.layers
         h = x.flatten(1)
+        inputs, z = [], []
         for layer in hidden:
-            h = self.activation(layer(h))
-        logits = last(h)
-        return torch.relu(logits) if self.output_relu else logits
+            inputs.append(h)
+            z.append(layer(h))
+            h = self.activation(z[-1])
+        inputs.append(h)
+        z.append(last(h))
+        return (torch.relu(z[-1]) if self.output_relu else z[-1]), inputs, z
 
 
 TwoLayerNet = MLP

@@ -48,6 +48,8 @@ GRADS_STATS = (
 )
 ALERTS_COLUMNS = ["step", "alert", "param", "value", "threshold", "message"]
 EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "elapsed_s"]
+PRIVATE_EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "epsilon", "elapsed_s"]
+"""evals.csv of a run with a ``privacy`` section: epsilon spent up to that step."""
 STATUSES = ("running", "completed", "interrupted", "failed", "diverged")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster
 
@@ -193,10 +195,12 @@ class CsvLog:
 class RunWriter:
     """Writes one run folder while a run trains."""
 
-    def __init__(self, path: Path, step_columns: list[str]) -> None:
+    def __init__(
+        self, path: Path, step_columns: list[str], eval_columns: list[str] = EVAL_COLUMNS
+    ) -> None:
         self.path = path
         self.steps = CsvLog(path / STEPS_FILE, step_columns)
-        self.evals = CsvLog(path / EVALS_FILE, EVAL_COLUMNS)
+        self.evals = CsvLog(path / EVALS_FILE, eval_columns)
         self.logs = [self.steps, self.evals]
         self.meta: dict[str, Any] = {}
 
@@ -209,12 +213,13 @@ class RunWriter:
         meta: dict[str, Any],
         step_columns: list[str],
         folder: Path | None = None,
+        eval_columns: list[str] = EVAL_COLUMNS,
     ) -> RunWriter:
         """Claim a new run folder (or take ``folder``, an empty one already claimed, as a
         sweep does so that it knows every run's folder) and write its first files."""
         path = folder if folder is not None else create_run_folder(runs_dir, name)
         (path / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-        writer = cls(path, step_columns)
+        writer = cls(path, step_columns, eval_columns)
         writer.write_meta(meta)
         write_json(path / SUMMARY_FILE, {"status": "running", "pid": os.getpid()})
         return writer

@@ -124,8 +124,8 @@ class StepLog:
         m, template = self.n_metrics, self.template
         for (step, epoch, lr, batch, elapsed), row in zip(self.host_rows, values, strict=True):
             if self._accuracy is not None:
-                row[self._accuracy] /= batch
-            skipped, nonfinite = self._account(step, row)
+                row[self._accuracy] = row[self._accuracy] / batch if batch else math.nan
+            skipped, nonfinite = self._account(step, row, batch)
             lines.append(
                 template.format(step, epoch, lr, *row[:m], skipped, nonfinite, *row[m:], elapsed)
             )
@@ -143,25 +143,30 @@ class StepLog:
         if self.on_flush is not None:
             self.on_flush(self)
 
-    def _account(self, step: int, row: list[float]) -> tuple[int, int]:
-        """Derive ``skipped`` and ``nonfinite`` for one row and update the running figures."""
+    def _account(self, step: int, row: list[float], batch: int = 1) -> tuple[int, int]:
+        """Derive ``skipped`` and ``nonfinite`` for one row and update the running figures.
+        A step without examples (an empty Poisson batch) has no loss: that is not a
+        non-finite one."""
         loss = row[0]
         grad_norm = row[self._grad_norm] if self._grad_norm is not None else math.nan
         finite_grads = self._grad_norm is None or math.isfinite(grad_norm)
         skipped = int(self.use_scaler and not finite_grads)  # the GradScaler skipped it
-        nonfinite = int(not math.isfinite(loss) or (not self.use_scaler and not finite_grads))
+        bad_loss = batch > 0 and not math.isfinite(loss)
+        nonfinite = int(bad_loss or (not self.use_scaler and not finite_grads))
         self.steps += 1
         self.skipped += skipped
         if self.stop_on_nonfinite and self.diverged_step is None and nonfinite:
             self.diverged_step, self.diverged_reason = step, "nonfinite"
-        self._watch_growth(step, loss)
+        if batch:
+            self._watch_growth(step, loss)
         if self._grad_norm is not None and finite_grads:
             self.grad_norm_sum += grad_norm
             self.grad_norm_count += 1
             self.grad_norm_max = max(self.grad_norm_max, grad_norm)
         if any(row[i] == 1.0 for i in self._changed):
             self.changed_steps += 1
-        self.recent_losses.append(loss)
+        if batch:
+            self.recent_losses.append(loss)
         return skipped, nonfinite
 
     def _watch_growth(self, step: int, loss: float) -> None:

@@ -1,7 +1,8 @@
 """The training loop: one explicit function that reads top to bottom.
 
-batch -> forward, loss, (scaled) backward (the engine) -> unscale -> gradient norms ->
-**edit** -> optimizer step -> scaler update -> log. Per-step metrics stay on the training device in a
+batch -> forward, loss, (scaled) backward (the engine; per-example clipping with DP-SGD) ->
+unscale -> (DP-SGD noise) -> gradient norms -> **edit** -> optimizer step -> scaler update
+-> log. Per-step metrics stay on the training device in a
 preallocated buffer and are written to ``steps.csv`` every ``train.flush_every`` steps (and at
 least once a second), so no step waits for the device.
 """
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.config import Config
-from gradlab.data import Dataset, batch_order, load_dataset
+from gradlab.data import Dataset, epoch_batches, load_dataset
 from gradlab.diagnostics import ALERTS_COLUMNS, GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
 from gradlab.editing.base import global_norm
@@ -35,7 +36,17 @@ from gradlab.environment import (
 from gradlab.errors import ConfigError, RunFolderError
 from gradlab.model import MLP
 from gradlab.optimizers import make_optimizer
-from gradlab.runlog import ALERTS_FILE, GRADS_FILE, SUMMARY_FILE, Heartbeat, RunWriter
+from gradlab.privacy import STAT_COLUMNS as DP_COLUMNS
+from gradlab.privacy import Privatizer
+from gradlab.runlog import (
+    ALERTS_FILE,
+    EVAL_COLUMNS,
+    GRADS_FILE,
+    PRIVATE_EVAL_COLUMNS,
+    SUMMARY_FILE,
+    Heartbeat,
+    RunWriter,
+)
 from gradlab.steplog import StepLog, metric_columns, step_columns
 
 
@@ -190,6 +201,14 @@ def train(
         eval_every = config.train.eval_every or default_eval_every(steps_per_epoch, total_steps)
         full_log = config.train.log == "full"
         metrics = metric_columns(names, config.train.log, use_scaler)
+        sampling = config.data.sampling
+        privatizer = None
+        if config.privacy is not None:  # solves target_epsilon: may fail, before the folder
+            privatizer = Privatizer(
+                config.privacy, names, opt.batch_size, n_train, total_steps, config.seed,
+                device, sampling,
+            )  # fmt: skip
+        stat_columns = pipeline.columns + (DP_COLUMNS if privatizer else [])
 
         # ---- run folder
         meta = describe_environment(device, amp_dtype, use_scaler)
@@ -206,11 +225,21 @@ def train(
             steps_per_epoch=steps_per_epoch,
             eval_every=eval_every,
             total_steps=total_steps,
+            sampling=sampling,
         )
-        columns = step_columns(metrics, pipeline.columns)
+        if privatizer is not None:
+            meta["privacy"] = {
+                "noise_multiplier": privatizer.noise_multiplier,
+                "noise_std": privatizer.noise_std,
+                "sample_rate": privatizer.sample_rate,
+                "expected_batch_size": privatizer.expected_batch_size,
+                "planned_epsilon": _json_number(privatizer.epsilon(total_steps)),
+            }
+        columns = step_columns(metrics, stat_columns)
         run = RunWriter.create(
-            runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder
-        )
+            runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,
+            eval_columns=PRIVATE_EVAL_COLUMNS if privatizer else EVAL_COLUMNS,
+        )  # fmt: skip
         heartbeat = Heartbeat(run.path / SUMMARY_FILE).__enter__()
 
         # ---- per-step metrics, buffered on the device; gradient health every few steps
@@ -240,7 +269,7 @@ def train(
         steplog = StepLog(
             run.steps,
             metrics,
-            pipeline.columns,
+            stat_columns,
             config.train.flush_every,
             device,
             use_scaler=use_scaler,
@@ -257,7 +286,8 @@ def train(
             )
             model.train()
             evals.append((step, loss, accuracy))
-            run.evals.append([[step, epoch, loss, accuracy, steplog.elapsed()]])
+            spent = [privatizer.epsilon(step)] if privatizer is not None else []
+            run.evals.append([[step, epoch, loss, accuracy, *spent, steplog.elapsed()]])
 
     except BaseException as exc:
         if heartbeat is not None:
@@ -279,16 +309,25 @@ def train(
     try:
         while step < total_steps and status == "completed":
             epoch += 1
-            for idx in batch_order(n_train, opt.batch_size, data_order, device):
+            for idx in epoch_batches(sampling, n_train, opt.batch_size, data_order, device):
                 step += 1
                 lr = learning_rate(opt, step, total_steps)
                 optimizer.lr = lr
                 xb = data.train_x.index_select(0, idx)
                 yb = data.train_y.index_select(0, idx)
+                empty = len(idx) == 0  # a Poisson batch may draw no example
 
-                loss, logits = engine.step(xb, yb)  # forward, loss, (scaled) backward
+                # forward, loss, (scaled) backward; with privacy, per-example clipping
+                if empty:
+                    loss, logits = _no_examples(weights.values(), device)
+                elif privatizer is not None:
+                    loss, logits = engine.clipped_step(xb, yb, privatizer.clip)
+                else:
+                    loss, logits = engine.step(xb, yb)
                 scaler.unscale_(optimizer)  # norms and edits see the true gradients
                 grads = {name: weights[name].grad for name in names}
+                if privatizer is not None:  # noise, / expected batch size: DP-SGD's gradient
+                    privatizer.add_noise(list(grads.values()))
                 if full_log or use_scaler:
                     param_norms = torch._foreach_norm(list(grads.values()))
                     grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
@@ -297,8 +336,10 @@ def train(
                     diagnostics.record(step, grads, weights)  # before the edits
 
                 # on_nonfinite: skip reads the loss on the host: one sync per step
-                if skip_nonfinite and not finite_step(
-                    loss, grad_norm if full_log else None, use_scaler
+                if (
+                    skip_nonfinite
+                    and not empty
+                    and not finite_step(loss, grad_norm if full_log else None, use_scaler)
                 ):
                     consecutive_skips += 1
                     nonfinite_skips += 1
@@ -328,6 +369,8 @@ def train(
                     values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
                 else:
                     values = [loss, grad_norm] if use_scaler else [loss]
+                if privatizer is not None:
+                    edit_stats = [*edit_stats, *privatizer.step_stats()]
                 steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
                 if steplog.diverged_step is not None or consecutive_skips >= max_skips:
                     status = "diverged"
@@ -373,6 +416,8 @@ def train(
         "wall_seconds": round(wall, 4),
         "steps_per_second": round(step / wall, 2) if wall > 0 else None,
     }
+    if privatizer is not None:
+        summary.update(privatizer.record(step))
     if status == "diverged":
         summary["diverged_step"] = steplog.diverged_step or step
         summary["diverged_reason"] = steplog.diverged_reason or "nonfinite"
@@ -390,6 +435,22 @@ def train(
         heartbeat.__exit__()
         stop.__exit__()
     return RunResult(path=run.path, summary=summary, model=model)
+
+
+def _no_examples(params, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step whose batch drew no example: zero gradients, a NaN loss (an empty cell) and no
+    logits."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        else:
+            p.grad.zero_()
+    return torch.full((), math.nan, device=device), torch.empty(0, 10, device=device)
+
+
+def _json_number(value: float) -> float | None:
+    """``value``, or None where JSON has no number for it (infinity)."""
+    return value if math.isfinite(value) else None
 
 
 def _mark_failed(run: RunWriter | None, error: str) -> None:

@@ -16,6 +16,14 @@ tensors are reused between steps of the same batch size, the ``1/B`` of the mean
 into the products of the last layer (the layers below receive gradients already divided),
 the ReLU derivative is applied in one op (``threshold_backward``, as autograd does), and no
 autograd graph is built. Weight decay stays in the optimizer, as with autograd.
+
+:meth:`AnalyticEngine.clipped_step` (DP-SGD) runs the same backward for the *sum* of the
+per-example losses, so row ``b`` of ``dL/dzi`` is example b's own output gradient ``d_b``;
+it computes every example's squared gradient norm per tensor from the identities
+``||dL_b/dWi||^2 = ||a(i-1)_b||^2 ||d_b||^2`` and ``||dL_b/dbi||^2 = ||d_b||^2`` (the
+gradient of one example is the outer product ``d_b a_b^T``), asks for the clipping factors
+``c`` and only then forms ``dL/dWi = (c * dL/dzi)^T a(i-1)`` and ``dL/dbi = c^T dL/dzi``:
+per-example gradients are never materialized.
 """
 
 from __future__ import annotations
@@ -124,4 +132,49 @@ class AnalyticEngine(Engine):
                 scale = inv if i == last else 1.0
                 torch.addmm(d[i - 1], d[i], self.weights[i], beta=0, alpha=scale, out=d[i - 1])
                 self._activation_backward(d[i - 1], a[i - 1])
+        return loss, out
+
+    @torch.no_grad()
+    def clipped_step(
+        self, x: torch.Tensor, y: torch.Tensor, clip
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward with per-example clipping: fills ``p.grad`` with
+        ``sum_b c_b * dL_b/dp``, where ``c = clip(squared_norms)`` for the ``(B, K)`` matrix of
+        each example's squared gradient norm per parameter tensor (fc1.weight, fc1.bias, ...).
+        Returns (mean loss, logits)."""
+        batch = x.shape[0]
+        w = self._buffers(batch)
+        z, a, d = w["z"], w["a"], w["d"]
+        last = len(self.weights) - 1
+
+        inputs = x
+        for i in range(last):
+            torch.addmm(self.biases[i], inputs, self.weights_t[i], out=z[i])
+            self._activate(z[i], a[i])
+            inputs = a[i]
+        torch.addmm(self.biases[last], inputs, self.weights_t[last], out=z[last])
+        out = torch.clamp_min(z[last], 0, out=a[last]) if self.output_relu else z[last]
+        dout = d[last]
+        torch.log_softmax(out, dim=1, out=dout)
+        loss = F.nll_loss(dout, y)
+
+        # d_b = dL_b/dz for every layer (the sum's gradient: no 1/B)
+        dout.exp_().scatter_add_(1, y.unsqueeze(1), w["minus_one"][0])
+        if self.output_relu:
+            _threshold_backward(dout, z[last], 0.0, grad_input=dout)
+        for i in range(last, 0, -1):
+            torch.mm(d[i], self.weights[i], out=d[i - 1])
+            self._activation_backward(d[i - 1], a[i - 1])
+
+        # squared norms per example and tensor: ||a||^2 ||d||^2 (weight), ||d||^2 (bias)
+        squared = x.new_empty(batch, 2 * (last + 1))
+        for i in range(last + 1):
+            below = a[i - 1] if i > 0 else x
+            torch.sum(d[i] * d[i], dim=1, out=squared[:, 2 * i + 1])
+            torch.mul(torch.sum(below * below, dim=1), squared[:, 2 * i + 1], out=squared[:, 2 * i])
+        factors = clip(squared)
+        for i in range(last + 1):
+            below = a[i - 1] if i > 0 else x
+            torch.mm((d[i] * factors[:, 2 * i, None]).t(), below, out=self.weight_grads[i])
+            torch.mv(d[i].t(), factors[:, 2 * i + 1], out=self.bias_grads[i])
         return loss, out

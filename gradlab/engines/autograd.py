@@ -1,4 +1,9 @@
-"""The autograd engine: the network's forward, cross-entropy, (scaled) backward."""
+"""The autograd engine: the network's forward, cross-entropy, (scaled) backward.
+
+For DP-SGD, :meth:`AutogradEngine.clipped_step` lets autograd compute each layer's output
+gradient ``dL/dz`` (under autocast and the GradScaler when they are on) and forms the
+per-example norms and clipped sums from them, as the analytic engine does (see
+:mod:`gradlab.engines.analytic`): no per-example gradient is materialized."""
 
 from __future__ import annotations
 
@@ -33,4 +38,42 @@ class AutogradEngine(Engine):
         for p in self.params:
             p.grad = None
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss.detach(), logits.detach()
+
+    def clipped_step(
+        self, x: torch.Tensor, y: torch.Tensor, clip
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward with per-example clipping: fills ``p.grad`` with
+        ``sum_b c_b * dL_b/dp`` (times the loss scale under a GradScaler: unscale before use),
+        ``c = clip(squared_norms)`` for the ``(B, K)`` matrix of each example's squared
+        gradient norm per tensor (computed from the unscaled gradients). Returns (mean loss,
+        logits)."""
+        with torch.autocast(
+            self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            logits, inputs, z = self.model.trace(x)
+        wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        loss = F.cross_entropy(wide, y)
+        # the mean's gradient, d/B per example, keeps fp16 in range as in a plain step
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        grads_z = torch.autograd.grad(scaled, z)
+        dtype = self.params[0].dtype
+        # 1 / (loss scale) * B turns each row into the example's own, unscaled, gradient
+        one = torch.ones((), device=loss.device, dtype=torch.float32)
+        scale = self.scaler.scale(one) if self.scaler is not None else one
+        per_example = x.shape[0] / scale
+        with torch.no_grad():
+            rows = [g.to(dtype) * per_example for g in grads_z]
+            ins = [a.detach().to(dtype) for a in inputs]
+            squared = torch.empty(x.shape[0], 2 * len(rows), device=x.device, dtype=dtype)
+            for i, (d, a) in enumerate(zip(rows, ins, strict=True)):
+                squared[:, 2 * i + 1] = (d * d).sum(1)
+                squared[:, 2 * i] = (a * a).sum(1) * squared[:, 2 * i + 1]
+            factors = clip(squared)
+            # the sums stay multiplied by the loss scale, as the GradScaler expects
+            factors = factors * scale
+            for i, (d, a) in enumerate(zip(rows, ins, strict=True)):
+                weight, bias = self.params[2 * i], self.params[2 * i + 1]
+                weight.grad = (d * factors[:, 2 * i, None]).t() @ a
+                bias.grad = d.t() @ factors[:, 2 * i + 1]
         return loss.detach(), logits.detach()
