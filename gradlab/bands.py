@@ -29,12 +29,14 @@ def smoothing_window(total_steps: int) -> int:
     return max(1, total_steps // 50)
 
 
-def run_series(frame: pd.DataFrame, column: str, window: int) -> pd.Series | None:
-    """``column`` of one run against step (finite values only), smoothed over ``window``."""
-    if column not in frame.columns or "step" not in frame.columns:
+def run_series(frame: pd.DataFrame, column: str, window: int, x: str = "step") -> pd.Series | None:
+    """``column`` of one run against ``x`` (``step``, or another column such as evals.csv's
+    ``epsilon``; finite values only), smoothed over ``window``."""
+    if column not in frame.columns or x not in frame.columns:
         return None
-    rows = frame[["step", column]].dropna(subset=["step"]).drop_duplicates("step", keep="last")
-    series = rows.set_index("step")[column].astype(float).sort_index()
+    rows = frame[[x, column]].astype(float)
+    rows = rows[np.isfinite(rows[x])].drop_duplicates(x, keep="last")
+    series = rows.set_index(x)[column].sort_index()
     series = series.where(np.isfinite(series))
     if window > 1:
         series = series.rolling(window, min_periods=1).mean()

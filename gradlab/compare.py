@@ -36,6 +36,8 @@ DEFAULT_SORT = "final_test_accuracy"
 # shown by default: every summary metric but the speed, which follows the machine's load
 DEFAULT_METRICS = [m for m in METRICS if m != "steps_per_second"]
 DEFAULT_CI = 0.95
+_ONLY_WHEN_SET = {"epsilon"}
+"""Default metrics shown only when some run has a value (epsilon: runs with privacy)."""
 # config keys that the identity columns already show, or that differ by design within a group
 _SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name"}
 _CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics"}
@@ -219,7 +221,7 @@ def comparison(
     else:
         table = df.copy()
         table[STATUS] = table[STATUS].where(table["duplicate_of"].isna(), "duplicate")
-    chosen = list(metrics) if metrics else [m for m in DEFAULT_METRICS if m in table.columns]
+    chosen = list(metrics) if metrics else [m for m in DEFAULT_METRICS if _shown(table, m)]
     choosable = _choosable(table)
     if baseline is not None:  # the test columns exist once the baseline is chosen
         metric = test_metric or sort_by
@@ -340,3 +342,10 @@ def constant_columns(table: pd.DataFrame, keep: Iterable[str] = ()) -> dict[str,
         if values.isna().all() or (values.notna().all() and values.map(str).nunique() == 1):
             fixed[column] = values.iloc[0]
     return fixed
+
+
+def _shown(table: pd.DataFrame, metric: str) -> bool:
+    """Whether a default metric is a column of the default table."""
+    if metric not in table.columns:
+        return False
+    return metric not in _ONLY_WHEN_SET or bool(table[metric].notna().any())

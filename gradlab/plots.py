@@ -71,6 +71,9 @@ PANELS: dict[str, str] = {
     "lr": "learning rate",
     "edit_stats": "edit fractions per step",
     "edit_norms": "edit norms and scales per step",
+    "accuracy_vs_epsilon": "test accuracy against privacy spent",
+    "dp_clipped_frac": "share of examples clipped",
+    "dp_norm_median": "median per-example gradient norm",
 }
 """Panel name -> title. The edit panels draw the ``edit<i>.<type>.<stat>`` columns of
 ``steps.csv``, split by what they measure (rows without edits have no line there):
@@ -83,9 +86,14 @@ PANELS: dict[str, str] = {
 
 In both, a line's colour is its row and its style the statistic (named in a legend beside
 the panel): the statistic's name, prefixed ``<i>:`` with the edit's position when some row
-has more than one edit (``0:changed``, ``1:kept_frac``)."""
+has more than one edit (``0:changed``, ``1:kept_frac``).
+
+Runs with a ``privacy`` section add: ``accuracy_vs_epsilon`` (evals.csv's test accuracy
+against its ``epsilon``, the privacy spent so far, instead of the step; a row without
+privacy is a dotted horizontal line at its final accuracy), ``dp_clipped_frac`` and
+``dp_norm_median`` (steps.csv's ``dp.*`` columns, before clipping)."""
 DEFAULT_PANELS = ("train_loss", "test_accuracy", "grad_norm", "grad_norm_after")
-LOG_PANELS = frozenset({"grad_norm", "grad_norm_after", "lr", "edit_norms"})
+LOG_PANELS = frozenset({"grad_norm", "grad_norm_after", "lr", "edit_norms", "dp_norm_median"})
 
 # panel -> (log file, column (None: the edit statistics), y label)
 _SOURCES = {
@@ -97,7 +105,12 @@ _SOURCES = {
     "lr": ("steps", "lr", "learning rate"),
     "edit_stats": ("steps", None, "fraction"),
     "edit_norms": ("steps", None, "value"),
+    "accuracy_vs_epsilon": ("evals", "test_accuracy", "accuracy"),
+    "dp_clipped_frac": ("steps", "dp.clipped_frac", "fraction"),
+    "dp_norm_median": ("steps", "dp.norm_median", "L2 norm"),
 }
+_X_AXIS = {"accuracy_vs_epsilon": ("epsilon", "epsilon spent (the run's accountant and delta)")}
+"""Panels drawn against another evals.csv column than ``step``: (column, axis label)."""
 _EDIT_STAT = re.compile(r"^edit(\d+)\.([^.]+)\.(.+)$")
 _PANEL_SIZE = (5.2, 3.6)  # inches per panel
 _PER_ROW = 3
@@ -204,6 +217,7 @@ def _draw_panel(
     kind, column, ylabel = _SOURCES[name]
     log = name in LOG_PANELS
     smooth = kind == "steps" and name != "lr" and window > 1  # lr: exact, as scheduled
+    x, xlabel = _X_AXIS.get(name, ("step", "step"))
     drawn = 0
     if column is None:
         drawn = _draw_edit_stats(ax, name, runs, labels, colors, window)
@@ -212,15 +226,18 @@ def _draw_panel(
             series = [
                 s
                 for f in frames
-                if (s := run_series(f, column, window if smooth else 1)) is not None
+                if (s := run_series(f, column, window if smooth else 1, x)) is not None
             ]
+            if not series and x != "step":  # no privacy: its final value, for reference
+                drawn += _draw_level(ax, frames, column, label, color)
+                continue
             drawn += draw_row(ax, series, log, label, color, "-", markers=kind == "evals")
     title = PANELS[name] + (f" (moving average over {window} steps)" if smooth else "")
     width_chars = int(_PANEL_SIZE[0] * 72 / (10 * 0.58))
     ax.set_title(textwrap.fill(title, width_chars), fontsize=10)
     ax.set_label(name)
     if not drawn:
-        what = f"no run logged {column}"
+        what = f"no run logged {column}" + (f" against {x}" if x != "step" else "")
         if column is None:
             kinds = "fractions" if name == "edit_stats" else "norms or scales"
             what = f"no row has edits with {kinds}" if _has_edits(runs) else "no row has edits"
@@ -235,10 +252,24 @@ def _draw_panel(
         ax.set_yscale("log")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("step")
+    if x == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
     ax.grid(alpha=0.3, which="major")
+
+
+def _draw_level(ax: Axes, frames: list[pd.DataFrame], column: str, label: str, color: str) -> int:
+    """A dotted horizontal line at the mean over runs of ``column``'s last value."""
+    last = [
+        values.iloc[-1]
+        for f in frames
+        if column in f.columns and len(values := f[column].astype(float).dropna())
+    ]
+    if not last:
+        return 0
+    ax.axhline(sum(last) / len(last), color=color, linestyle=":", label=label)
+    return 1
 
 
 def _draw_edit_stats(

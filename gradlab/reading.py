@@ -37,6 +37,7 @@ METRICS = [
     "final_train_loss",
     "final_test_accuracy",
     "best_test_accuracy",
+    "epsilon",
     "grad_norm_mean",
     "grad_norm_max",
     "edit_changed_frac",
@@ -250,6 +251,8 @@ def _read_run(path: Path) -> dict[str, Any]:
         }
         summary = {**summary, "alerts": sum(counts.values())}
         row.update({f"alerts.{kind}": count for kind, count in counts.items()})
+    if summary.get("epsilon", 0) is None and summary.get("noise_multiplier") == 0:
+        summary = {**summary, "epsilon": math.inf}  # DP-SGD without noise: no guarantee
     for metric in METRICS:
         value = summary.get(metric)
         row[metric] = float(value) if isinstance(value, (int, float)) else math.nan
