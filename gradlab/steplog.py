@@ -22,12 +22,16 @@ GROWTH_WINDOW = 10
 FINAL_LOSS_WINDOW = 20  # final_train_loss = mean batch loss over the last 20 steps
 
 
-def step_columns(metric_columns: list[str], edit_columns: list[str]) -> list[str]:
-    """The columns of steps.csv, in order (documented in the README)."""
+def step_columns(
+    metric_columns: list[str], edit_columns: list[str], batch_sizes: bool = False
+) -> list[str]:
+    """The columns of steps.csv, in order (documented in the README); ``batch_size`` (the
+    examples drawn) when batches vary in size (Poisson sampling)."""
     return [
         "step",
         "epoch",
         "lr",
+        *(["batch_size"] if batch_sizes else []),
         *metric_columns,
         "skipped",
         "nonfinite",
@@ -67,7 +71,10 @@ class StepLog:
         diverge_factor: float = 0.0,
     ) -> None:
         self.csv = csv
-        self.template = csv.numeric_template({"step", "epoch", "skipped", "nonfinite"})
+        self.template = csv.numeric_template(
+            {"step", "epoch", "batch_size", "skipped", "nonfinite"}
+        )
+        self.batch_sizes = "batch_size" in csv.columns
         self.metrics = metrics
         self.n_metrics = len(metrics)
         self._accuracy = metrics.index("accuracy") if "accuracy" in metrics else None
@@ -126,9 +133,8 @@ class StepLog:
             if self._accuracy is not None:
                 row[self._accuracy] = row[self._accuracy] / batch if batch else math.nan
             skipped, nonfinite = self._account(step, row, batch)
-            lines.append(
-                template.format(step, epoch, lr, *row[:m], skipped, nonfinite, *row[m:], elapsed)
-            )
+            head = (step, epoch, lr, batch) if self.batch_sizes else (step, epoch, lr)
+            lines.append(template.format(*head, *row[:m], skipped, nonfinite, *row[m:], elapsed))
         # a metric that is NaN (an edit switched off, a diverged loss) is an empty cell
         self.csv.append_lines("".join(lines).replace("nan", ""))
         last_step, last_epoch, _, _, elapsed = self.host_rows[-1]

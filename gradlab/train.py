@@ -235,7 +235,7 @@ def train(
                 "expected_batch_size": privatizer.expected_batch_size,
                 "planned_epsilon": _json_number(privatizer.epsilon(total_steps)),
             }
-        columns = step_columns(metrics, stat_columns)
+        columns = step_columns(metrics, stat_columns, batch_sizes=sampling == "poisson")
         run = RunWriter.create(
             runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,
             eval_columns=PRIVATE_EVAL_COLUMNS if privatizer else EVAL_COLUMNS,
