@@ -222,13 +222,17 @@ def _draw_panel(
     if column is None:
         drawn = _draw_edit_stats(ax, name, runs, labels, colors, window)
     else:
-        for frames, label, color in zip(runs, labels, colors, strict=True):
-            series = [
+        per_row = [
+            [
                 s
                 for f in frames
                 if (s := run_series(f, column, window if smooth else 1, x)) is not None
             ]
-            if not series and x != "step":  # no privacy: its final value, for reference
+            for frames in runs
+        ]
+        levels = x != "step" and any(per_row)  # rows without x (no privacy): a reference level
+        for frames, series, label, color in zip(runs, per_row, labels, colors, strict=True):
+            if not series and levels:
                 drawn += _draw_level(ax, frames, column, label, color)
                 continue
             drawn += draw_row(ax, series, log, label, color, "-", markers=kind == "evals")

@@ -85,6 +85,17 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
         f"{_fmt(summary.get('final_test_accuracy'), '.4f')} "
         f"(best {_fmt(summary.get('best_test_accuracy'), '.4f')})",
     )
+    if "noise_multiplier" in summary:  # DP-SGD: the guarantee and the numbers behind it
+        eps = summary.get("epsilon")
+        table.add_row(
+            "privacy",
+            f"epsilon {'inf' if eps is None else format(eps, '.3g')} at delta "
+            f"{summary.get('delta'):g} ({summary.get('accountant')}; sigma "
+            f"{summary['noise_multiplier']:.4g}, q {summary.get('sample_rate'):.4g}, "
+            f"{summary.get('privacy_steps')} steps)",
+        )
+        if summary.get("privacy_note"):
+            table.add_row("", f"[yellow]{summary['privacy_note']}[/]")
     if summary.get("skipped_steps"):
         table.add_row("AMP skipped steps", str(summary["skipped_steps"]))
     if summary.get("nonfinite_skips"):

@@ -347,9 +347,44 @@ def test_full_runs_draw_every_panel_and_edit_stats_says_when_none(lr_grid: Path)
     for name, ax in axes.items():
         if name in ("edit_stats", "edit_norms"):
             assert [t.get_text() for t in ax.texts] == ["no data\n(no row has edits)"]
+        elif name in DP_PANELS:  # no run is private
+            assert [t.get_text().split("\n")[0] for t in ax.texts] == ["no data"], name
+            assert not ax.get_lines()
         else:
             assert len(ax.get_lines()) == len(LRS), name
     assert axes["lr"].get_yscale() == "log"
+
+
+DP_PANELS = ("accuracy_vs_epsilon", "dp_clipped_frac", "dp_norm_median")
+
+
+def test_accuracy_against_epsilon(tmp_path: Path):
+    """Private rows are drawn against evals.csv's epsilon (the mean over seeds at each
+    point), a row without privacy as a dotted level at its mean final accuracy."""
+    from conftest import tiny
+
+    from gradlab.train import train
+
+    private = {"noise_multiplier": 1.0, "max_grad_norm": 1.0}
+    for seed in (0, 1):
+        train(config_from_dict(tiny(name="dp", seed=seed, privacy=private)), tmp_path)
+        train(config_from_dict(tiny(name="plain", seed=seed)), tmp_path)
+    table = comparison([tmp_path], sort_by="name")
+    axes = panel_axes(plot_comparison(table, panels=list(DP_PANELS)))
+    labels = dict(zip(table["name"], row_labels(table), strict=True))
+    lines = {line.get_label(): line for line in axes["accuracy_vs_epsilon"].get_lines()}
+    evals = [pd.read_csv(p / "evals.csv") for p in sorted(tmp_path.glob("dp-*"))]
+    assert len(evals) == 2 and list(evals[0]["epsilon"]) == list(evals[1]["epsilon"])
+    x, y = lines[labels["dp"]].get_data()
+    assert np.allclose(x, evals[0]["epsilon"])
+    assert np.allclose(y, (evals[0]["test_accuracy"] + evals[1]["test_accuracy"]) / 2)
+    finals = [
+        pd.read_csv(p / "evals.csv")["test_accuracy"].iloc[-1] for p in tmp_path.glob("plain-*")
+    ]
+    level = lines[labels["plain"]]
+    assert level.get_linestyle() == ":" and np.allclose(level.get_ydata(), np.mean(finals))
+    for name in ("dp_clipped_frac", "dp_norm_median"):  # only the private row has the columns
+        assert [line.get_label() for line in axes[name].get_lines()] == [labels["dp"]]
 
 
 LONG = [f"{'a very long experiment name ' * 2}{i}: lr={lr:g}" for i, lr in enumerate(LRS)]
