@@ -168,10 +168,14 @@ class AnalyticEngine(Engine):
 
         # squared norms per example and tensor: ||a||^2 ||d||^2 (weight), ||d||^2 (bias)
         squared = x.new_empty(batch, 2 * (last + 1))
+        norms = x.new_empty(2, batch)
         for i in range(last + 1):
             below = a[i - 1] if i > 0 else x
-            torch.sum(d[i] * d[i], dim=1, out=squared[:, 2 * i + 1])
-            torch.mul(torch.sum(below * below, dim=1), squared[:, 2 * i + 1], out=squared[:, 2 * i])
+            torch.linalg.vector_norm(d[i], dim=1, out=norms[1])
+            torch.linalg.vector_norm(below, dim=1, out=norms[0])
+            torch.mul(norms[0], norms[1], out=squared[:, 2 * i])
+            squared[:, 2 * i + 1] = norms[1]
+        squared.square_()  # (||a|| ||d||)^2 and ||d||^2: no B x width temporaries
         factors = clip(squared)
         for i in range(last + 1):
             below = a[i - 1] if i > 0 else x

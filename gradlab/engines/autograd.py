@@ -67,8 +67,9 @@ class AutogradEngine(Engine):
             ins = [a.detach().to(dtype) for a in inputs]
             squared = torch.empty(x.shape[0], 2 * len(rows), device=x.device, dtype=dtype)
             for i, (d, a) in enumerate(zip(rows, ins, strict=True)):
-                squared[:, 2 * i + 1] = (d * d).sum(1)
-                squared[:, 2 * i] = (a * a).sum(1) * squared[:, 2 * i + 1]
+                squared[:, 2 * i + 1] = torch.linalg.vector_norm(d, dim=1)
+                squared[:, 2 * i] = torch.linalg.vector_norm(a, dim=1) * squared[:, 2 * i + 1]
+            squared.square_()
             factors = clip(squared)
             # the sums stay multiplied by the loss scale, as the GradScaler expects
             factors = factors * scale
