@@ -413,13 +413,20 @@ class PrivacyConfig(Section):
     """How epsilon is computed, by Opacus's accountants: `rdp` (Renyi DP, Mironov 2017; the
     classic, slightly loose) or `prv` (privacy random variables, Gopi et al. 2021; tighter)."""
 
-    @field_validator("max_grad_norm")
+    @field_validator("max_grad_norm", mode="before")
     @classmethod
-    def _check_max_grad_norm(cls, value: float | list[float]) -> float | list[float]:
+    def _check_max_grad_norm(cls, value: Any) -> float | list[float]:
         values = value if isinstance(value, list) else [value]
-        if not values or any(v <= 0 for v in values):
-            raise ValueError("must be a positive number, or a list of positive numbers")
-        return value
+        valid = bool(values) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < FLOAT32_MAX
+            for v in values
+        )
+        if not valid:
+            raise ValueError(
+                "must be a positive finite number, or (per_layer) a list of them, one per "
+                "parameter tensor"
+            )
+        return [float(v) for v in values] if isinstance(value, list) else float(value)
 
     @model_validator(mode="after")
     def _check_noise(self) -> PrivacyConfig:
