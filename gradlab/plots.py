@@ -156,7 +156,8 @@ def plot_comparison(
         table: from :func:`gradlab.compare.comparison` (``attrs["paths"]`` names the runs).
         out: a ``.png``, ``.pdf`` or ``.svg`` file, written whole or not at all; None
             returns the figure instead, to change and save in a notebook.
-        panels: names from :data:`PANELS` (default :data:`DEFAULT_PANELS`).
+        panels: names from :data:`PANELS` (default :data:`DEFAULT_PANELS`, and
+            ``accuracy_vs_epsilon`` when some row is private).
         labels: the legend labels, one per row (default :func:`row_labels`).
 
     Returns:
@@ -168,6 +169,8 @@ def plot_comparison(
         ValueError: not one label per row.
     """
     chosen = check_panels(panels)
+    if panels is None and "epsilon" in table.columns and table["epsilon"].notna().any():
+        chosen.append("accuracy_vs_epsilon")  # private runs: the privacy-utility curve too
     target = None if out is None else check_plot_path(out)
     paths = table.attrs.get("paths")
     if table.empty:

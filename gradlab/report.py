@@ -114,7 +114,7 @@ def build_report(
 
     if spread not in ("ci", "std"):
         raise CompareError(f"--spread {spread!r}: use ci or std")
-    panels = check_panels(panels)
+    panels = None if panels is None else check_panels(panels)  # None: plot_comparison's
     paths = [[str(p) for p in row] for row in table.attrs.get("paths") or [[]] * len(table)]
     runs = [p for row in paths for p in row]
     metas = {p: _meta(p) for p in runs}
