@@ -339,8 +339,23 @@ def poisson_order(n: int, batch_size: int, generator: torch.Generator, device: t
     increasing order."""
     q = min(1.0, batch_size / n)
     for _ in range(math.ceil(n / batch_size)):
-        chosen = torch.rand(n, generator=generator) < q
-        yield chosen.nonzero().squeeze(1).to(device)
+        yield poisson_batch(n, q, generator).to(device)
+
+
+def poisson_batch(n: int, q: float, generator: torch.Generator) -> torch.Tensor:
+    """The examples of ``range(n)`` that each joined with probability ``q``, drawn as the
+    gaps between them: independent inclusions are geometric gaps (``P(gap = k) =
+    (1 - q)^(k-1) q``), about ``q n`` random numbers instead of ``n``."""
+    if q >= 1.0:
+        return torch.arange(n)
+    expected = n * q
+    draw = int(expected + 6 * math.sqrt(expected) + 16)  # enough almost always
+    gaps = torch.empty(draw, dtype=torch.float64).geometric_(q, generator=generator)
+    ends = gaps.cumsum(0)
+    while ends[-1] <= n:  # rare: more examples joined than drawn for; continue the walk
+        more = torch.empty(draw, dtype=torch.float64).geometric_(q, generator=generator)
+        ends = torch.cat([ends, ends[-1] + more.cumsum(0)])
+    return (ends[ends <= n] - 1).long()
 
 
 def epoch_batches(

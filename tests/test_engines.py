@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 
@@ -51,7 +52,25 @@ def test_analytic_reuses_its_work_tensors_and_writes_grads_in_place():
     for _ in range(3):
         engine.step(torch.rand(5, 784), torch.randint(0, 10, (5,)))
     assert all(p.grad is g for p, g in zip(model.parameters(), grads, strict=True))
-    assert list(engine._work) == [5]
+    assert engine._rows == 5
+
+
+def test_analytic_batches_of_changing_size_share_one_set_of_work_tensors():
+    """Poisson batches change size at every step: each size is right (against autograd),
+    and the work tensors are those of the largest batch, never reallocated below it."""
+    torch.manual_seed(0)
+    model = TwoLayerNet(ModelConfig(hidden=8)).double()
+    engine, reference = AnalyticEngine(model), AutogradEngine(copy.deepcopy(model))
+    first = None
+    for batch in (9, 4, 9, 1, 7, 9, 3):
+        x, y = torch.rand(batch, 784, dtype=torch.float64), torch.randint(0, 10, (batch,))
+        expected = reference.gradients(x, y)
+        loss, logits = engine.step(x, y)
+        assert logits.shape == (batch, 10)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, expected[name], msg=f"{name}, batch {batch}")
+        first = first or engine._full["z"][0].data_ptr()
+        assert engine._full["z"][0].data_ptr() == first and engine._rows == 9
 
 
 def read_losses(path) -> list[float]:

@@ -52,26 +52,31 @@ class AnalyticEngine(Engine):
         self.bias_grads = [b.grad for b in self.biases]
         # W^T as views made once: they follow the optimizer's in-place updates
         self.weights_t = [w.detach().t() for w in self.weights]
-        self._work: dict[int, dict[str, list[torch.Tensor]]] = {}
+        self._rows = 0  # the work tensors' capacity: the largest batch so far
+        self._full: dict[str, list[torch.Tensor]] = {}
+        self._views: tuple[int, dict[str, list[torch.Tensor]]] | None = None
 
     def _buffers(self, batch: int) -> dict[str, list[torch.Tensor]]:
         """Work tensors for this batch size, per layer: pre-activations ``z``, outputs ``a``
         (the hidden activations, then the output after its ReLU), gradients ``d`` (dL/dz)
-        and their transposes."""
-        work = self._work.get(batch)
-        if work is None:
+        and their transposes. One set for the largest batch so far, used through views of
+        its first rows (contiguous): Poisson batches, whose size changes at every step,
+        allocate nothing after the first few."""
+        if self._views is not None and self._views[0] == batch:
+            return self._views[1]
+        if batch > self._rows:
             like = self.weights[0]
             widths = [w.shape[0] for w in self.weights]
-            z = [like.new_empty(batch, n) for n in widths]
-            d = [like.new_empty(batch, n) for n in widths]
-            work = {
-                "z": z,
+            self._rows = batch
+            self._full = {
+                "z": [like.new_empty(batch, n) for n in widths],
                 "a": [like.new_empty(batch, n) for n in widths],
-                "d": d,
-                "d_t": [t.t() for t in d],
+                "d": [like.new_empty(batch, n) for n in widths],
                 "minus_one": [like.new_full((batch, 1), -1.0)],
             }
-            self._work[batch] = work
+        work = {key: [t[:batch] for t in tensors] for key, tensors in self._full.items()}
+        work["d_t"] = [t.t() for t in work["d"]]
+        self._views = (batch, work)
         return work
 
     def _activate(self, z: torch.Tensor, out: torch.Tensor) -> None:
