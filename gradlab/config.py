@@ -418,13 +418,13 @@ class PrivacyConfig(Section):
     def _check_max_grad_norm(cls, value: Any) -> float | list[float]:
         values = value if isinstance(value, list) else [value]
         valid = bool(values) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < FLOAT32_MAX
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 1e-12 <= v < FLOAT32_MAX
             for v in values
         )
         if not valid:
             raise ValueError(
-                "must be a positive finite number, or (per_layer) a list of them, one per "
-                "parameter tensor"
+                "must be a number from 1e-12 to 3.4e38, or (per_layer) a list of such "
+                "numbers, one per parameter tensor"
             )
         return [float(v) for v in values] if isinstance(value, list) else float(value)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from gradlab.config import PrivacyConfig
+from gradlab.config import MAX_NOISE_MULTIPLIER, PrivacyConfig
 from gradlab.errors import ConfigError
 
 NORM_EPS = 1e-6
@@ -61,54 +61,82 @@ def _accountant(name: str):
 def epsilon(noise_multiplier: float, q: float, steps: int, delta: float, accountant: str) -> float:
     """epsilon after ``steps`` steps of the subsampled Gaussian mechanism (sigma, q), by
     Opacus's ``accountant`` (``rdp`` or ``prv``) at ``delta``: ``inf`` without noise, 0
-    before the first step."""
+    before the first step. Where the PRV accountant cannot bound it (it overflows to inf
+    above epsilon ~700, or fails to converge), Rényi DP's bound is returned instead (see
+    :func:`accounted_epsilon`)."""
+    return accounted_epsilon(noise_multiplier, q, steps, delta, accountant)[0]
+
+
+def accounted_epsilon(
+    noise_multiplier: float, q: float, steps: int, delta: float, accountant: str
+) -> tuple[float, str]:
+    """:func:`epsilon` and the accountant that gave it (``rdp`` where ``prv`` failed)."""
     if steps <= 0:
-        return 0.0
+        return 0.0, accountant
     if noise_multiplier == 0:
-        return math.inf
+        return math.inf, accountant
+    value = _opacus_epsilon(noise_multiplier, q, steps, delta, accountant)
+    if math.isfinite(value) or accountant == "rdp":
+        return value, accountant
+    return _opacus_epsilon(noise_multiplier, q, steps, delta, "rdp"), "rdp"
+
+
+def _opacus_epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
+    """One accountant's epsilon; ``inf`` where it fails (overflow, no convergence)."""
     acc = _accountant(accountant)
-    acc.history = [(noise_multiplier, q, steps)]
+    acc.history = [(sigma, q, steps)]
     with warnings.catch_warnings():  # "optimal order is the largest alpha": still an upper bound
         warnings.simplefilter("ignore")
         try:
-            value = acc.get_epsilon(delta=delta)
-        except (ValueError, RuntimeError, OverflowError) as exc:
-            raise ConfigError(
-                f"privacy.accountant: {accountant} cannot account for sigma "
-                f"{noise_multiplier:g}, sample rate {q:g}, {steps} steps, delta {delta:g} "
-                f"({exc}); try accountant: rdp"
-            ) from None
-    return float(value)
+            value = float(acc.get_epsilon(delta=delta))
+        except (ValueError, RuntimeError, OverflowError, ZeroDivisionError, FloatingPointError):
+            return math.inf
+    return value if value == value else math.inf  # NaN: no bound
+
+
+MAX_SEARCH_STEPS = 100
+"""Most accountant evaluations of the bisection in :func:`solve_noise_multiplier`."""
 
 
 def solve_noise_multiplier(
     target_epsilon: float, delta: float, q: float, steps: int, accountant: str
 ) -> float:
-    """The smallest sigma (to Opacus's tolerance of 0.01 in epsilon) whose ``steps`` steps at
-    sample rate ``q`` stay within ``target_epsilon`` (Opacus's ``get_noise_multiplier``)."""
-    from opacus.accountants.utils import get_noise_multiplier
+    """The noise multiplier for ``target_epsilon``: Opacus's ``get_noise_multiplier``
+    search step for step (double sigma from 20 until epsilon <= target, then bisect until
+    epsilon is within 0.01 below the target; the sigma returned always meets the target),
+    on Opacus's accountant, with two guards Opacus lacks: an accountant that fails or
+    overflows at a trial sigma counts as "too little noise" (Opacus's PRV returns inf
+    above epsilon ~700, where its own search never ends), and the bisection stops after
+    :data:`MAX_SEARCH_STEPS` evaluations or when sigma is known to 6 digits.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return float(
-                get_noise_multiplier(
-                    target_epsilon=target_epsilon,
-                    target_delta=delta,
-                    sample_rate=q,
-                    steps=steps,
-                    accountant=accountant,
-                    epsilon_tolerance=0.01,
-                )
+    Raises:
+        ConfigError: no sigma up to 1e6 reaches the target.
+    """
+
+    def eps(sigma: float) -> float:
+        return _opacus_epsilon(sigma, q, steps, delta, accountant)
+
+    sigma_low, sigma_high, eps_high = 0.0, 10.0, math.inf
+    while eps_high > target_epsilon:
+        sigma_high *= 2
+        eps_high = eps(sigma_high)
+        if sigma_high > MAX_NOISE_MULTIPLIER:
+            raise ConfigError(
+                f"privacy.target_epsilon: {target_epsilon:g} cannot be reached with delta "
+                f"{delta:g}, sample rate {q:g} and {steps} steps (no noise multiplier up to "
+                f"1e6 does it with the {accountant} accountant); allow a larger "
+                f"target_epsilon or delta, or train fewer steps or with smaller batches"
             )
-        except (ValueError, RuntimeError, OverflowError):
-            pass
-    raise ConfigError(
-        f"privacy.target_epsilon: {target_epsilon:g} cannot be reached with delta {delta:g}, "
-        f"sample rate {q:g} and {steps} steps (no noise multiplier up to 1e6 does it with "
-        f"the {accountant} accountant); allow a larger target_epsilon or delta, or train "
-        f"fewer steps or with smaller batches"
-    )
+    for _ in range(MAX_SEARCH_STEPS):
+        if target_epsilon - eps_high <= 0.01 or sigma_high - sigma_low < 1e-6 * sigma_high:
+            break
+        sigma = (sigma_low + sigma_high) / 2
+        value = eps(sigma)
+        if value < target_epsilon:
+            sigma_high, eps_high = sigma, value
+        else:
+            sigma_low = sigma
+    return sigma_high
 
 
 # --------------------------------------------------------------------------- the step
@@ -158,6 +186,7 @@ class Privatizer:
         else:
             self.thresholds = torch.tensor(float(cfg.max_grad_norm), device=device)
         self._stats: list[torch.Tensor] = self.empty_stats(device)
+        self.fallback_steps: list[int] = []  # where prv could not bound epsilon (rdp's used)
 
     @staticmethod
     def empty_stats(device: torch.device) -> list[torch.Tensor]:
@@ -196,10 +225,16 @@ class Privatizer:
         stats, self._stats = self._stats, self.empty_stats(self.thresholds.device)
         return stats
 
-    def epsilon(self, steps: int) -> float:
-        """epsilon spent after ``steps`` steps."""
+    def epsilon(self, steps: int, record: bool = True) -> float:
+        """epsilon spent after ``steps`` steps (with ``record``, remembers where PRV had to
+        give way to RDP)."""
         cfg = self.cfg
-        return epsilon(self.noise_multiplier, self.sample_rate, steps, cfg.delta, cfg.accountant)
+        value, used = accounted_epsilon(
+            self.noise_multiplier, self.sample_rate, steps, cfg.delta, cfg.accountant
+        )
+        if used != cfg.accountant and record:
+            self.fallback_steps.append(steps)
+        return value
 
     def record(self, steps: int) -> dict[str, Any]:
         """What summary.json says of the guarantee after ``steps`` steps."""
@@ -222,6 +257,13 @@ class Privatizer:
         notes = []
         if self.noise_multiplier == 0:
             notes.append("noise_multiplier 0: clipping only, no privacy (epsilon is infinite)")
+        if self.fallback_steps:
+            notes.append(
+                f"the prv accountant could not bound epsilon (it overflows above ~700) at "
+                f"step {self.fallback_steps[0]}"
+                + (" and later" if len(self.fallback_steps) > 1 else "")
+                + ": the rdp accountant's bound is reported there"
+            )
         if self.sampling != "poisson":
             notes.append(
                 "data.sampling shuffle: epsilon assumes Poisson sampling and is only an "

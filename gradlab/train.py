@@ -233,7 +233,7 @@ def train(
                 "noise_std": privatizer.noise_std,
                 "sample_rate": privatizer.sample_rate,
                 "expected_batch_size": privatizer.expected_batch_size,
-                "planned_epsilon": _json_number(privatizer.epsilon(total_steps)),
+                "planned_epsilon": _json_number(privatizer.epsilon(total_steps, record=False)),
             }
         columns = step_columns(metrics, stat_columns, batch_sizes=sampling == "poisson")
         run = RunWriter.create(
