@@ -40,7 +40,7 @@ _ONLY_WHEN_SET = {"epsilon"}
 """Default metrics shown only when some run has a value (epsilon: runs with privacy)."""
 # config keys that the identity columns already show, or that differ by design within a group
 _SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name"}
-_CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics"}
+_CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics", "privacy"}
 _BOOKKEEPING = {STATUS, "path", "paths", "members", "group", "started", "duplicate_of", "n"}
 _SUFFIXES = (".std", ".ci_low", ".ci_high")
 _STATUS_ORDER = [

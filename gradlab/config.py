@@ -390,6 +390,17 @@ MAX_NOISE_MULTIPLIER = 1e6
 """Largest ``privacy.noise_multiplier`` (Opacus's search stops there too)."""
 
 
+def _number_text(value: Any) -> Any:
+    """``"1e-3"`` -> 0.001: YAML 1.1 reads exponents without a dot as text, and pydantic's
+    number fields take such text; a field validated by hand does the same."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 class PrivacyConfig(Section):
     noise_multiplier: float | None = Field(None, ge=0, le=MAX_NOISE_MULTIPLIER)
     """sigma: the Gaussian noise added to the sum of clipped per-example gradients has std
@@ -416,6 +427,7 @@ class PrivacyConfig(Section):
     @field_validator("max_grad_norm", mode="before")
     @classmethod
     def _check_max_grad_norm(cls, value: Any) -> float | list[float]:
+        value = [_number_text(v) for v in value] if isinstance(value, list) else _number_text(value)
         values = value if isinstance(value, list) else [value]
         valid = bool(values) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and 1e-12 <= v < FLOAT32_MAX
@@ -676,6 +688,9 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     for part in loc:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = field.annotation if field else None
+        optional = [a for a in typing.get_args(annotation) if isinstance(a, type)]
+        sections = [a for a in optional if issubclass(a, BaseModel)]
+        annotation = sections[0] if sections else annotation  # a section that may be null
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation

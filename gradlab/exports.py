@@ -18,6 +18,8 @@ from gradlab.compare import IDENTITY, constant_columns, is_config_column
 def _number(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, float) and math.isinf(value):  # JSON has no infinity (epsilon, sigma 0)
+        return "inf" if value > 0 else "-inf"
     if hasattr(value, "item"):  # numpy scalars
         return _number(value.item())
     return value

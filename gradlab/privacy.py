@@ -81,17 +81,34 @@ def accounted_epsilon(
     return _opacus_epsilon(noise_multiplier, q, steps, delta, "rdp"), "rdp"
 
 
+PRV_LIMIT = 700.0
+"""Above this epsilon (by RDP) the PRV accountant is not asked: it overflows near 709 and
+can take minutes and tens of GB on the way (sigma 0.05 over a few dozen steps)."""
+
+
 def _opacus_epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
-    """One accountant's epsilon; ``inf`` where it fails (overflow, no convergence)."""
+    """One accountant's epsilon (never below 0); ``inf`` where it fails (overflow, no
+    convergence, memory) or, for ``prv``, where RDP already says more than PRV_LIMIT."""
+    if accountant == "prv" and _opacus_epsilon(sigma, q, steps, delta, "rdp") > PRV_LIMIT:
+        return math.inf
     acc = _accountant(accountant)
     acc.history = [(sigma, q, steps)]
     with warnings.catch_warnings():  # "optimal order is the largest alpha": still an upper bound
         warnings.simplefilter("ignore")
         try:
             value = float(acc.get_epsilon(delta=delta))
-        except (ValueError, RuntimeError, OverflowError, ZeroDivisionError, FloatingPointError):
+        except (
+            ValueError,
+            RuntimeError,
+            OverflowError,
+            ZeroDivisionError,
+            FloatingPointError,
+            MemoryError,
+        ):
             return math.inf
-    return value if value == value else math.inf  # NaN: no bound
+    if value != value:  # NaN: no bound
+        return math.inf
+    return max(0.0, value)  # a delta near 1 makes Opacus's bound negative: epsilon is >= 0
 
 
 MAX_SEARCH_STEPS = 100
@@ -266,7 +283,8 @@ class Privatizer:
             )
         if self.sampling != "poisson":
             notes.append(
-                "data.sampling shuffle: epsilon assumes Poisson sampling and is only an "
-                "approximation for shuffled fixed-size batches"
+                "data.sampling shuffle: epsilon is accounted as if batches were Poisson "
+                "samples; for shuffled fixed-size batches that is not an upper bound and can "
+                "understate epsilon"
             )
         return notes

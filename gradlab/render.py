@@ -89,7 +89,7 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
         eps = summary.get("epsilon")
         table.add_row(
             "privacy",
-            f"epsilon {'inf' if eps is None else format(eps, '.3g')} at delta "
+            f"epsilon {'inf' if eps is None else format(eps, '.4g')} at delta "
             f"{summary.get('delta'):g} ({summary.get('accountant')}; sigma "
             f"{summary['noise_multiplier']:.4g}, q {summary.get('sample_rate'):.4g}, "
             f"{summary.get('privacy_steps')} steps)",

@@ -883,3 +883,71 @@ def test_privacy_and_sampling_change_the_experiment_key():
     # auto resolves: private -> poisson, else shuffle
     assert key(tiny(privacy={"noise_multiplier": 1.0}, data={"sampling": "poisson"})) == keys["dp"]
     assert key(tiny(data={"sampling": "shuffle"})) == plain
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def test_max_grad_norm_takes_exponents_written_as_yaml_text(tmp_path):
+    """YAML 1.1 reads `5e-1` (no dot) as text; every other float key takes it, so this one
+    does too."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data: {name: mnist-sample}\nprivacy: {noise_multiplier: 1, max_grad_norm: 5e-1}\n"
+    )
+    assert load_config(path).privacy.max_grad_norm == 0.5
+    listed = {"noise_multiplier": 1, "clipping": "per_layer", "max_grad_norm": ["1e-2"] * 4}
+    assert config_from_dict({"privacy": listed}).privacy.max_grad_norm == [0.01] * 4
+
+
+def test_an_unknown_privacy_key_lists_the_valid_ones():
+    result = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            str(Path(__file__).parents[1] / "configs" / "dp.yaml"),
+            "--set",
+            "privacy.clip=1",
+        ],
+    )
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert "privacy.clip: unknown key" in line and "max_grad_norm, clipping, delta" in line
+
+
+def test_epsilon_is_never_negative():
+    from gradlab.privacy import epsilon
+
+    assert opacus_epsilon(1.0, 0.025, 2, 0.9, "rdp") < 0  # Opacus's bound at a delta near 1
+    assert epsilon(1.0, 0.025, 2, 0.9, "rdp") == 0.0
+
+
+def test_prv_is_not_asked_where_rdp_is_past_its_range(monkeypatch):
+    """PRV overflows near 709 and can take minutes and tens of GB getting there: beyond 700
+    by RDP, gradlab reports RDP's bound without asking it."""
+    opacus_or_skip()
+    from opacus.accountants import PRVAccountant
+
+    from gradlab.privacy import accounted_epsilon
+
+    def refuse(self, delta, **kwargs):
+        raise AssertionError("PRV asked")
+
+    monkeypatch.setattr(PRVAccountant, "get_epsilon", refuse)
+    rdp = opacus_epsilon(0.05, 0.025, 65, 1e-5, "rdp")
+    assert rdp > 700
+    assert accounted_epsilon(0.05, 0.025, 65, 1e-5, "prv") == (rdp, "rdp")
+
+
+def test_compare_shows_privacy_keys_as_config_and_json_has_no_infinity(tmp_path):
+    from gradlab.compare import comparison
+    from gradlab.exports import export
+
+    for sigma in (0.0, 1.0):
+        train(config_from_dict(private({"noise_multiplier": sigma}, name="dp")), tmp_path)
+    table = comparison([tmp_path], group=False)
+    assert sorted(table["privacy.noise_multiplier"]) == [0.0, 1.0]  # what tells them apart
+    assert "privacy.noise_multiplier.std" not in table.columns
+    assert sorted(table["epsilon"])[-1] == math.inf
+    records = json.loads(export(table, "json"))  # strict JSON: no Infinity
+    assert sorted(r["epsilon"] for r in records if isinstance(r["epsilon"], str)) == ["inf"]
