@@ -162,8 +162,9 @@ def _joined(values: pd.Series) -> Any:
 
 
 def default_ascending(column: str) -> bool:
-    """Losses and norms sort smallest first; accuracies and everything else largest first."""
-    return "loss" in column or "grad_norm" in column
+    """Losses, norms and epsilon (privacy spent) sort smallest first; accuracies and
+    everything else largest first."""
+    return "loss" in column or "grad_norm" in column or column == "epsilon"
 
 
 def comparison(

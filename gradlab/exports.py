@@ -18,10 +18,15 @@ from gradlab.compare import IDENTITY, constant_columns, is_config_column
 def _number(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, float) and math.isinf(value):  # JSON has no infinity (epsilon, sigma 0)
-        return "inf" if value > 0 else "-inf"
     if hasattr(value, "item"):  # numpy scalars
         return _number(value.item())
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """JSON has no infinity (epsilon without noise): ``"inf"`` / ``"-inf"`` instead."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     return value
 
 
@@ -46,7 +51,8 @@ def export(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return table.to_csv(index=False, float_format="%.10g")
     if fmt == "json":
-        return json.dumps(to_records(table), indent=2) + "\n"
+        records = [{k: _json_value(v) for k, v in r.items()} for r in to_records(table)]
+        return json.dumps(records, indent=2, allow_nan=False) + "\n"
     raise ValueError(fmt)
 
 

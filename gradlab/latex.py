@@ -47,6 +47,7 @@ def _is_scored(column: str) -> bool:
 def _math(text: str, bold: bool) -> str:
     """A number (or ``a \\pm b``) in math mode; ``1.2e-05`` as ``1.2\\times10^{-5}``."""
     text = re.sub(r"e([-+])0*(\d+)", lambda m: rf"\times10^{{{m[1].lstrip('+')}{m[2]}}}", text)
+    text = re.sub(r"\binf\b", r"\\infty", text)  # epsilon without noise
     return f"$\\mathbf{{{text}}}$" if bold else f"${text}$"
 
 

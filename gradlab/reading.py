@@ -212,6 +212,8 @@ def figures_from_logs(path: Path) -> dict[str, float]:
     if len(evals) and "test_accuracy" in evals:
         figures["final_test_accuracy"] = float(evals["test_accuracy"].iloc[-1])
         figures["best_test_accuracy"] = float(evals["test_accuracy"].max())
+    if len(evals) and "epsilon" in evals and evals["epsilon"].notna().any():
+        figures["epsilon"] = float(evals["epsilon"].dropna().iloc[-1])  # spent by then
     return figures
 
 

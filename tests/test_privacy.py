@@ -951,3 +951,14 @@ def test_compare_shows_privacy_keys_as_config_and_json_has_no_infinity(tmp_path)
     assert sorted(table["epsilon"])[-1] == math.inf
     records = json.loads(export(table, "json"))  # strict JSON: no Infinity
     assert sorted(r["epsilon"] for r in records if isinstance(r["epsilon"], str)) == ["inf"]
+    from gradlab.latex import to_latex
+    from gradlab.reading import figures_from_logs
+
+    assert r"$\infty$" in to_latex(table) and "$inf$" not in to_latex(table)
+    by_privacy = comparison([tmp_path], group=False, sort_by="epsilon")
+    assert list(by_privacy["epsilon"])[-1] == math.inf  # the least privacy spent first
+    private_run = by_privacy.attrs["paths"][0][0]
+    # a run that dies without its summary still shows the epsilon of its last evaluation
+    spent = float(read_csv(Path(private_run) / "evals.csv")[-1]["epsilon"])
+    assert figures_from_logs(Path(private_run))["epsilon"] == spent
+    assert spent == pytest.approx(by_privacy["epsilon"].iloc[0], rel=1e-6)
