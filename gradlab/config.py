@@ -384,8 +384,6 @@ class DiagnosticsConfig(Section):
     """Dead ReLU: alert when at least this fraction of the hidden units is dead (relu only)."""
 
 
-CLIPPING = ("flat", "per_layer", "automatic")
-ACCOUNTANTS = ("rdp", "prv")
 MAX_NOISE_MULTIPLIER = 1e6
 """Largest ``privacy.noise_multiplier`` (Opacus's search stops there too)."""
 
@@ -410,7 +408,7 @@ class PrivacyConfig(Section):
     """Solve `noise_multiplier` before training so that the whole run (its configured steps
     and sample rate) ends at this epsilon, with the chosen `accountant` and `delta`."""
     max_grad_norm: Float32 | list[Float32] = 1.0
-    """C, the clipping threshold (> 0). `per_layer`: a list with one threshold per parameter
+    """C, the clipping threshold (from 1e-12 to 3.4e38). `per_layer`: a list with one threshold per parameter
     tensor (fc1.weight, fc1.bias, ...), or one number C split evenly (each tensor gets
     `C / sqrt(K)` for K tensors, so the joint bound stays C)."""
     clipping: Literal["flat", "per_layer", "automatic"] = "flat"

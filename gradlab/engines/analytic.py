@@ -96,15 +96,14 @@ class AnalyticEngine(Engine):
         else:
             d.mul_(a * (1 - a))
 
-    @torch.no_grad()
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward on one batch: returns (loss, logits) and fills ``p.grad``."""
-        batch = x.shape[0]
-        w = self._buffers(batch)
-        z, a, d, d_t = w["z"], w["a"], w["d"], w["d_t"]
+    def _forward(
+        self, x: torch.Tensor, y: torch.Tensor, w: dict[str, list[torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass into the work tensors ``w``, the mean loss, and in the last
+        layer's ``d`` the gradient of the *sum* of the losses with respect to its output
+        (``softmax - onehot``, masked by the output ReLU). Returns (loss, logits)."""
+        z, a, d = w["z"], w["a"], w["d"]
         last = len(self.weights) - 1
-
-        # forward
         inputs = x
         for i in range(last):
             torch.addmm(self.biases[i], inputs, self.weights_t[i], out=z[i])
@@ -115,12 +114,21 @@ class AnalyticEngine(Engine):
         dout = d[last]
         torch.log_softmax(out, dim=1, out=dout)
         loss = F.nll_loss(dout, y)  # = F.cross_entropy(out, y)
-
-        # backward: B * dL/dout = softmax - onehot, in place; the 1/B goes into the products
-        # of the last layer, whose dL/da below is then exact
-        dout.exp_().scatter_add_(1, y.unsqueeze(1), w["minus_one"][0])
+        dout.exp_().scatter_add_(1, y.unsqueeze(1), w["minus_one"][0])  # in place
         if self.output_relu:
             _threshold_backward(dout, z[last], 0.0, grad_input=dout)
+        return loss, out
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward on one batch: returns (loss, logits) and fills ``p.grad``."""
+        batch = x.shape[0]
+        w = self._buffers(batch)
+        a, d, d_t = w["a"], w["d"], w["d_t"]
+        last = len(self.weights) - 1
+        # B * dL/dout = softmax - onehot; the 1/B goes into the products of the last layer,
+        # whose dL/da below is then exact
+        loss, out = self._forward(x, y, w)
         inv = 1.0 / batch
         for i in range(last, -1, -1):
             below = a[i - 1] if i > 0 else x
@@ -149,24 +157,11 @@ class AnalyticEngine(Engine):
         Returns (mean loss, logits)."""
         batch = x.shape[0]
         w = self._buffers(batch)
-        z, a, d = w["z"], w["a"], w["d"]
+        a, d = w["a"], w["d"]
         last = len(self.weights) - 1
-
-        inputs = x
-        for i in range(last):
-            torch.addmm(self.biases[i], inputs, self.weights_t[i], out=z[i])
-            self._activate(z[i], a[i])
-            inputs = a[i]
-        torch.addmm(self.biases[last], inputs, self.weights_t[last], out=z[last])
-        out = torch.clamp_min(z[last], 0, out=a[last]) if self.output_relu else z[last]
-        dout = d[last]
-        torch.log_softmax(out, dim=1, out=dout)
-        loss = F.nll_loss(dout, y)
+        loss, out = self._forward(x, y, w)
 
         # d_b = dL_b/dz for every layer (the sum's gradient: no 1/B)
-        dout.exp_().scatter_add_(1, y.unsqueeze(1), w["minus_one"][0])
-        if self.output_relu:
-            _threshold_backward(dout, z[last], 0.0, grad_input=dout)
         for i in range(last, 0, -1):
             torch.mm(d[i], self.weights[i], out=d[i - 1])
             self._activation_backward(d[i - 1], a[i - 1])
