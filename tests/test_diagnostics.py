@@ -130,10 +130,15 @@ def test_each_alert_fires_on_its_config_and_the_run_survives(tmp_path, config, a
     assert first.step <= overrides["optim.max_steps"]
     logged = rows(out["path"] / "alerts.csv")
     assert any(r["alert"] == alert and int(r["step"]) == first.step for r in logged)
-    # lr 5 kills the ReLUs through an early explosion, which the dense first checks see too
-    allowed = {alert, "exploding"} if alert == "dead_relu" else {alert}
+    # lr 5 kills the ReLUs through an early explosion, which the dense first checks see too;
+    # a batch on which every hidden unit is dead passes fc1 no gradient at all (norm 0), which
+    # is vanishing, but only that: fc1.weight's norm exactly 0
+    allowed = {alert, "exploding", "vanishing"} if alert == "dead_relu" else {alert}
     others = {k: v for k, v in out["summary"]["alerts"].items() if k not in allowed}
     assert not any(others.values()), others
+    if alert == "dead_relu":
+        vanishing = [r for r in logged if r["alert"] == "vanishing"]
+        assert all(r["param"] == "fc1.weight" and float(r["value"]) == 0 for r in vanishing)
 
 
 def test_no_alert_on_the_baseline(tmp_path):
