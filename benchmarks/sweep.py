@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from gradlab.sweep import execute, load_sweep
+from gradlab.sweeps.plan import load_sweep
+from gradlab.sweeps.run import run_sweep
 
 SWEEP = {
     "name": "bench",
@@ -40,7 +41,7 @@ def timed_sweep(root: Path, spec: dict, **kwargs) -> float:
     path.write_text(yaml.safe_dump(spec))
     runs = root / f"runs-{time.monotonic_ns()}"
     start = time.perf_counter()
-    folder = execute(load_sweep(path), runs, **kwargs)
+    folder = run_sweep(load_sweep(path), runs, **kwargs)
     seconds = time.perf_counter() - start
     shutil.rmtree(folder.parent)
     return seconds

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import copy
 import re
-import reprlib
-import typing
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
@@ -31,19 +27,22 @@ from pydantic import (
 
 from gradlab.errors import ConfigError
 from gradlab.identity import experiment_key
-from gradlab.yamlfile import (  # noqa: F401  (the limits are part of config's public names)
-    MAX_CONFIG_BYTES,
-    MAX_YAML_DEPTH,
-    MAX_YAML_VALUES,
-    key_text,
-    load_yaml,
-    open_regular_file,
-    read_small_text_file,
+from gradlab.schema import (
+    CLASSES,
+    FLOAT32_MAX,
+    INPUT_SIZE,
+    Float32,
+    StrictModel,
+    describe_validation_error,
+    parameter_shapes,
+    show,
+    show_text,
 )
+from gradlab.yamlfile import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, load_yaml, read_small_text_file
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
 # Limits on what a config may hold (README "Limits"); those on files and YAML are in
 # gradlab.yamlfile.
@@ -54,56 +53,15 @@ MAX_HIDDEN_LAYERS = 100
 MAX_PARAMETERS = 784 * MAX_HIDDEN + MAX_HIDDEN + 10 * MAX_HIDDEN + 10
 """Most floats in all the parameters together: those of the widest two-layer net
 (52 million, 208 MB in float32)."""
-INPUT_SIZE, CLASSES = 784, 10
-"""The network's input (28 x 28 pixels, flattened) and output (the 10 classes)."""
 MAX_COUNT = 2**31 - 1
 """Largest batch size, step count, epoch count or interval."""
 MAX_FLUSH_EVERY = 100_000
 """Largest ``train.flush_every`` (the step buffer holds that many rows)."""
-FLOAT32_MAX = 3.4028234663852886e38
-"""Learning rates and other values that enter float32 tensor maths must be below this."""
 MAX_AMP_INIT_SCALE = 2.0**64
 """Largest initial loss scale of the GradScaler."""
 
 
-def _is_number_field(annotation: Any) -> bool:
-    """int, float or an optional one (``int | None``); not bool, str, Literal or a section."""
-    kinds = {annotation, *typing.get_args(annotation)}
-    return bool(kinds & {int, float}) and bool not in kinds
-
-
-def _below_float32_max(value: float) -> float:
-    if abs(value) >= FLOAT32_MAX:
-        raise ValueError("must be below 3.4e38, the largest float32 (training computes in float32)")
-    return value
-
-
-Float32 = Annotated[float, AfterValidator(_below_float32_max)]
-"""A finite float that also fits float32: values that enter the training maths."""
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, fields documented in place.
-
-    Numbers are finite (``allow_inf_nan=False``) and never booleans: ``seed: true`` or
-    ``lr: .inf`` are errors, not 1 and a run that skips every step.
-    """
-
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False
-    )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and _is_number_field(
-            cls.model_fields[info.field_name].annotation
-        ):
-            raise ValueError("expected a number, not true/false")
-        return value
-
-
-class DataConfig(Section):
+class DataConfig(StrictModel):
     name: Literal["mnist", "fashion-mnist", "mnist-sample"] = "mnist"
     """Dataset: `mnist` and `fashion-mnist` (60,000 train / 10,000 test, IDX files under
     `root`, downloaded when missing), or `mnist-sample` (5,000 real MNIST digits shipped
@@ -130,7 +88,7 @@ class DataConfig(Section):
         return value
 
 
-class ModelConfig(Section):
+class ModelConfig(StrictModel):
     hidden: int | list[int] = 100
     """Width of the hidden layer, `Linear(784, hidden) -> activation -> Linear(hidden, 10)`,
     or a list of widths, one per hidden layer (`[256, 128, 64]`: fc1 to fc4); each at most
@@ -200,12 +158,7 @@ class ModelConfig(Section):
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the network's parameters, in order (edits target these names):
         ``fc1.weight, fc1.bias, ..., fcN.weight, fcN.bias``, N = hidden layers + 1."""
-        sizes = [INPUT_SIZE, *self.widths, CLASSES]
-        shapes: dict[str, tuple[int, ...]] = {}
-        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False), start=1):
-            shapes[f"fc{i}.weight"] = (fan_out, fan_in)
-            shapes[f"fc{i}.bias"] = (fan_out,)
-        return shapes
+        return parameter_shapes(self.widths)
 
     def parameter_names(self) -> list[str]:
         """``fc1.weight, fc1.bias, ..., fcN.bias``: what edits and metrics name."""
@@ -215,11 +168,6 @@ class ModelConfig(Section):
 def _parameter_count(widths: list[int]) -> int:
     sizes = [INPUT_SIZE, *widths, CLASSES]
     return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
-
-
-PARAMETER_NAMES = tuple(ModelConfig().parameter_shapes())
-"""The default (two-layer) network's parameter names; a config's own are
-``config.model.parameter_names()``."""
 
 
 def _not_true_or_false(value: Any) -> Any:
@@ -232,7 +180,7 @@ Beta = Annotated[float, BeforeValidator(_not_true_or_false), Field(ge=0, lt=1)]
 """A decay rate of a moving average, in [0, 1)."""
 
 
-class OptimConfig(Section):
+class OptimConfig(StrictModel):
     name: str = "sgd"
     """Optimizer: `sgd`, `adam`, `adamw` or `rmsprop`, each `torch.optim`'s update rule step
     for step. Each reads `lr` and its own keys (their descriptions below say whose); another
@@ -323,7 +271,7 @@ def _optimizer_keys() -> dict[str, tuple[str, ...]]:
     return {name: cls.keys for name, cls in optimizers().items()}
 
 
-class TrainConfig(Section):
+class TrainConfig(StrictModel):
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
@@ -362,7 +310,7 @@ class TrainConfig(Section):
         return value
 
 
-class DiagnosticsConfig(Section):
+class DiagnosticsConfig(StrictModel):
     every: int = Field(50, ge=0, le=MAX_COUNT)
     """Per-layer gradient statistics (grads.csv) and alert checks: at steps 1, 2, 4, 8, ...
     below N, then every N steps; 0 = off."""
@@ -399,7 +347,7 @@ def _number_text(value: Any) -> Any:
     return value
 
 
-class PrivacyConfig(Section):
+class PrivacyConfig(StrictModel):
     noise_multiplier: float | None = Field(None, ge=0, le=MAX_NOISE_MULTIPLIER)
     """sigma: the Gaussian noise added to the sum of clipped per-example gradients has std
     `noise_multiplier * max_grad_norm`. 0 = clipping only (no privacy: epsilon is infinite).
@@ -468,7 +416,7 @@ class PrivacyConfig(Section):
         return float(self.max_grad_norm)
 
 
-class Config(Section):
+class Config(StrictModel):
     name: str = "run"
     """Run name: the first part of the run folder's name (letters, digits, `.`, `_`, `-`, `=`,
     `+`)."""
@@ -490,7 +438,7 @@ class Config(Section):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME_PATTERN.match(value) or len(value) > 100:
+        if not NAME_PATTERN.match(value) or len(value) > 100:
             raise ValueError(
                 "must start with a letter or digit and use only letters, digits, '.', '_', "
                 "'-', '=', '+'"
@@ -505,7 +453,7 @@ class Config(Section):
         if value is None:
             return []
         if not isinstance(value, list):
-            raise ConfigError(f"edit: must be a list of edits, got {_show(value)}")
+            raise ConfigError(f"edit: must be a list of edits, got {show(value)}")
         # patterns are checked against this model's parameters; an invalid model section is
         # reported on its own (its error comes first), so its edits' patterns go unchecked
         model = info.data.get("model")
@@ -540,7 +488,7 @@ class Config(Section):
 
         Args:
             resolved: what ``device``, ``amp`` and ``engine`` resolve to on the machine
-                that runs it (:func:`gradlab.train.resolved_setup`).
+                that runs it (:func:`gradlab.environment.resolved_setup`).
         """
         return experiment_key(self.to_dict(), resolved)
 
@@ -599,14 +547,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {_show(item)}: expected KEY=VALUE, for example optim.lr=0.1")
+        raise ConfigError(f"--set {show(item)}: expected KEY=VALUE, for example optim.lr=0.1")
     if key.count(".") >= MAX_YAML_DEPTH:
-        raise ConfigError(f"--set {_show(key)}: more than {MAX_YAML_DEPTH} levels of keys")
+        raise ConfigError(f"--set {show(key)}: more than {MAX_YAML_DEPTH} levels of keys")
     if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"--set {_show(key)}: the value is longer than {MAX_CONFIG_BYTES:,} bytes"
-        )
-    value = load_yaml(text, f"--set {_show(item)}") if text.strip() else None
+        raise ConfigError(f"--set {show(key)}: the value is longer than {MAX_CONFIG_BYTES:,} bytes")
+    value = load_yaml(text, f"--set {show(item)}") if text.strip() else None
     return key, value
 
 
@@ -623,10 +569,10 @@ def set_by_path(raw: dict[str, Any], key: str, value: Any) -> None:
                 node[part] = {}
             node = node[part]
         else:
-            raise ConfigError(f"--set {_show_text(key)}: {_show_text(here)} is not a section")
+            raise ConfigError(f"--set {show_text(key)}: {show_text(here)} is not a section")
         if not isinstance(node, (dict, list)):
             raise ConfigError(
-                f"--set {_show_text(key)}: {_show_text(here)} is a value, not a section"
+                f"--set {show_text(key)}: {show_text(here)} is a value, not a section"
             )
     last = parts[-1]
     if isinstance(node, list):
@@ -638,92 +584,9 @@ def set_by_path(raw: dict[str, Any], key: str, value: Any) -> None:
 def _list_index(node: list[Any], part: str, key: str) -> int:
     if not (part.isascii() and part.isdigit() and len(part) < 10) or int(part) >= len(node):
         raise ConfigError(
-            f"--set {_show_text(key)}: {_show(part)} is not an index of a list of {len(node)}"
+            f"--set {show_text(key)}: {show(part)} is not an index of a list of {len(node)}"
         )
     return int(part)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def describe_validation_error(
-    exc: ValidationError, model: type[BaseModel], prefix: str = ""
-) -> str:
-    """One line for the first problem pydantic found, naming the key and what is allowed."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = tuple(first["loc"])
-    path = prefix + _path(loc)
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        owner = _model_at(model, loc[:-1])
-        valid = ", ".join(owner.model_fields) if owner else "?"
-        line = f"{path}: unknown key; valid keys here: {valid}"
-    elif kind == "missing":
-        line = f"{path}: required, but missing"
-    else:
-        message = " ".join(first["msg"].removeprefix("Value error, ").split())
-        if len(message) > 200:  # a validator may have quoted a long value
-            message = message[:197] + "..."
-        line = f"{path}: {message} (got {_show(first.get('input'))})"
-    if len(errors) > 1:
-        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return line
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            part = key_text(part)
-            text += f".{part}" if text else part
-    return text or "config"
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = field.annotation if field else None
-        optional = [a for a in typing.get_args(annotation) if isinstance(a, type)]
-        sections = [a for a in optional if issubclass(a, BaseModel)]
-        annotation = sections[0] if sections else annotation  # a section that may be null
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-class _ShortRepr(reprlib.Repr):
-    """``repr`` that stops early: an alias bomb or a huge string costs a few hundred bytes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel, self.maxstring, self.maxother = 3, 40, 40
-        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 128:  # repr() of a huge int is slow, or refused beyond 4300 digits
-            return f"<an integer of {x.bit_length()} bits>"
-        return super().repr_int(x, level)
-
-    def repr_bytes(self, x: bytes, level: int) -> str:
-        return repr(x[:20]) + ("..." if len(x) > 20 else "")
-
-
-_SHORT_REPR = _ShortRepr()
-
-
-def _show(value: Any) -> str:
-    """A short repr of a value for an error message: at most 60 characters, on one line."""
-    text = _SHORT_REPR.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _show_text(text: str, limit: int = 60) -> str:
-    """Text as it is when short and printable, else its shortened repr."""
-    return text if len(text) <= limit and text.isprintable() else _show(text)
 
 
 def _kind(value: Any) -> str:
@@ -741,3 +604,25 @@ def _kind(value: Any) -> str:
 
 def _gigabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e9:,.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:,.0f} MB"
+
+
+_MOVED = {
+    "MAX_CONFIG_BYTES": "gradlab.yamlfile",
+    "MAX_YAML_DEPTH": "gradlab.yamlfile",
+    "MAX_YAML_VALUES": "gradlab.yamlfile",
+    "PARAMETER_NAMES": "gradlab.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # names that lived here until 0.2; they keep working, with a warning, until 0.3
+    if name in _MOVED:
+        import importlib
+
+        warnings.warn(
+            f"gradlab.config.{name} moved to {_MOVED[name]}.{name}; the old name goes in 0.3",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'gradlab.config' has no attribute {name!r}")

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from gradlab.config import DiagnosticsConfig
-from gradlab.runlog import ALERTS_COLUMNS, GRADS_STATS, CsvLog  # noqa: F401 (ALERTS_COLUMNS: public here)
+from gradlab.runlog import GRADS_STATS, CsvLog
 
-STATS = GRADS_STATS
-_NORM_AFTER, _UPDATE = STATS.index("norm_after"), STATS.index("update_ratio")
-GRADS_COLUMNS = ["step", "param", *STATS]
+_NORM_AFTER, _UPDATE = GRADS_STATS.index("norm_after"), GRADS_STATS.index("update_ratio")
+GRADS_COLUMNS = ["step", "param", *GRADS_STATS]
 ALERT_KINDS = ("vanishing", "exploding", "dead_relu")
 
 
@@ -40,7 +39,7 @@ def first_and_last_weights(names: list[str]) -> tuple[str, str]:
 
 
 def gradient_statistics(grads: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
-    """A (parameters x 8) tensor of :data:`STATS`, on the gradients' device; ``norm_after``
+    """A (parameters x 8) tensor of :data:`gradlab.runlog.GRADS_STATS`, on the gradients' device; ``norm_after``
     and ``update_ratio`` are NaN until :meth:`Diagnostics.after_edit` and
     :meth:`Diagnostics.after_step` fill them."""
     norms = torch.stack(torch._foreach_norm(grads))
@@ -145,7 +144,7 @@ class Diagnostics:
         _, stats, alive, before = self._open
         after = [weights[n].detach() for n in self.names]
         moved = torch.stack(torch._foreach_norm(torch._foreach_sub(after, before))).float()
-        stats[:, _UPDATE] = moved / stats[:, STATS.index("weight_norm")]
+        stats[:, _UPDATE] = moved / stats[:, GRADS_STATS.index("weight_norm")]
         self.pending.append((step, stats, alive))
         self._open = None
 
@@ -157,7 +156,7 @@ class Diagnostics:
         for step, stats, alive in self.pending:
             values = stats.tolist()
             rows += [[step, name, *values[i]] for i, name in enumerate(self.names)]
-            norms = [v[STATS.index("norm")] for v in values]
+            norms = [v[GRADS_STATS.index("norm")] for v in values]
             if all(math.isfinite(n) for n in norms):  # AMP overflow or divergence: no verdict
                 self._check(step, norms, alive)
         self.pending.clear()

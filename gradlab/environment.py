@@ -1,4 +1,5 @@
-"""Seeds, devices, mixed precision, Ctrl-C, and the description of the machine a run used."""
+"""Seeds, devices, mixed precision and the engine as they resolve on this machine, Ctrl-C, and
+the description of the machine a run used."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import signal
 import socket
 import subprocess
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 import gradlab
+from gradlab.engines import resolve_engine
 from gradlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gradlab.config import Config
 
 
 def seed_everything(seed: int) -> None:
@@ -59,6 +65,36 @@ def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bo
     if mode == "bf16":
         return torch.bfloat16, False
     return None, False
+
+
+def setup_record(
+    device: torch.device, amp_dtype: torch.dtype | None, use_scaler: bool, engine: str
+) -> dict[str, Any]:
+    """The resolved setup as :mod:`gradlab.identity` reads it back from ``meta.json``."""
+    return {
+        "device": device.type,
+        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
+        "grad_scaler": use_scaler,
+        "engine": engine,
+    }
+
+
+def resolved_setup(config: Config) -> dict[str, Any]:
+    """What ``train.device``, ``train.amp`` and ``train.engine`` resolve to on this machine
+    (part of the experiment's identity). Settings that cannot run here (a missing device)
+    are returned as written: such a run fails at its start anyway."""
+    try:
+        device = resolve_device(config.train.device)
+        amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+        engine = resolve_engine(config.train.engine, amp_dtype)
+    except ConfigError:
+        return {
+            "device": config.train.device.split(":")[0],
+            "amp": config.train.amp,
+            "grad_scaler": False,
+            "engine": config.train.engine,
+        }
+    return setup_record(device, amp_dtype, use_scaler, engine)
 
 
 def now_iso() -> str:

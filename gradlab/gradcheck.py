@@ -27,6 +27,7 @@ from torch.func import functional_call, vmap
 
 from gradlab.config import Config
 from gradlab.engines import AnalyticEngine, AutogradEngine
+from gradlab.errors import GradlabError
 from gradlab.model import MLP
 
 GOOD, SUSPICIOUS = 1e-5, 1e-3
@@ -203,6 +204,33 @@ def check_model(
     return report
 
 
+MAX_SAMPLES = 10_000
+"""Most examples in the checked batch (the check is exact on a few)."""
+INPUTS = ("dataset", "random")
+
+
+def check_options(samples: int, eps: float, entries: int | None, inputs: str) -> None:
+    """Refuse options :func:`gradcheck` cannot honour, with one line naming the argument."""
+    if not (isinstance(samples, int) and 1 <= samples <= MAX_SAMPLES):
+        raise GradlabError(
+            f"samples {samples}: from 1 to {MAX_SAMPLES} (the check is exact on a few examples)",
+            argument="samples",
+        )
+    if not 1e-10 <= eps <= 0.1:  # nan and inf fail this too; smaller drowns in round-off
+        raise GradlabError(
+            f"eps {eps}: must be a number greater than 0 and at most 0.1, "
+            "at least 1e-10 (typically 1e-5)",
+            argument="eps",
+        )
+    if entries is not None and not (isinstance(entries, int) and entries > 0):
+        raise GradlabError(
+            f"entries {entries!r}: use a positive whole number (or None: every entry)",
+            argument="entries",
+        )
+    if inputs not in INPUTS:
+        raise GradlabError(f"inputs {inputs!r}: use dataset or random", argument="inputs")
+
+
 def gradcheck(
     config: Config,
     samples: int = 8,
@@ -223,7 +251,11 @@ def gradcheck(
 
     Returns:
         ``samples``, ``eps``, ``inputs`` and the report of :func:`check_model`.
+
+    Raises:
+        GradlabError: an option out of its range (:func:`check_options`).
     """
+    check_options(samples, eps, entries, inputs)
     torch.manual_seed(config.seed)
     model = MLP(config.model).double()
     x, y = check_inputs(config, samples, inputs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradlab.config import CLASSES, INPUT_SIZE, ModelConfig
+from gradlab.config import ModelConfig
+from gradlab.schema import CLASSES, INPUT_SIZE
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 

@@ -34,8 +34,10 @@ EVALS_FILE = "evals.csv"
 SUMMARY_FILE = "summary.json"
 GRADS_FILE = "grads.csv"
 ALERTS_FILE = "alerts.csv"
+SWEEP_FILE = "sweep.json"
+"""A sweep folder's record of its runs (beside the run folders it holds)."""
 # the per-parameter statistics of grads.csv, after its step and param columns (written by
-# gradlab.diagnostics, read by gradlab.inspection)
+# gradlab.diagnostics, read by gradlab.study.inspection)
 GRADS_STATS = (
     "mean",
     "std",

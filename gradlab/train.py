@@ -1,30 +1,35 @@
 """The training loop: one explicit function that reads top to bottom.
 
-batch -> forward, loss, (scaled) backward (the engine; per-example clipping with DP-SGD) ->
-unscale -> (DP-SGD noise) -> gradient norms -> **edit** -> optimizer step -> scaler update
--> log. Per-step metrics stay on the training device in a
-preallocated buffer and are written to ``steps.csv`` every ``train.flush_every`` steps (and at
-least once a second), so no step waits for the device.
+Each step, in this order: batch -> forward, loss, (scaled) backward (the engine; per-example
+clipping with DP-SGD) -> unscale -> (DP-SGD noise) -> gradient norms -> gradient health ->
+**edit** -> optimizer step -> scaler update -> log -> evaluation when due. Per-step metrics
+stay on the training device in a preallocated buffer and are written to ``steps.csv`` every
+``train.flush_every`` steps (and at least once a second), so no step waits for the device.
+
+:func:`train` is the setup (:func:`_build`, everything that can fail on bad input comes
+before the run folder exists), the loop, and the summary (:func:`_summary`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from gradlab.config import Config
+from gradlab.config import Config, OptimConfig
 from gradlab.data import Dataset, epoch_batches, load_dataset
-from gradlab.diagnostics import ALERTS_COLUMNS, GRADS_COLUMNS, Alert, Diagnostics
+from gradlab.diagnostics import GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
 from gradlab.editing.base import global_norm
 from gradlab.engines import make_engine, resolve_engine
+from gradlab.engines.base import Engine
 from gradlab.environment import (
     StopSignals,
     describe_environment,
@@ -32,13 +37,15 @@ from gradlab.environment import (
     resolve_amp,
     resolve_device,
     seed_everything,
+    setup_record,
 )
-from gradlab.errors import ConfigError, RunFolderError
+from gradlab.errors import RunFolderError
 from gradlab.model import MLP
-from gradlab.optimizers import make_optimizer
+from gradlab.optimizers import Optimizer, make_optimizer
 from gradlab.privacy import STAT_COLUMNS as DP_COLUMNS
 from gradlab.privacy import Privatizer
 from gradlab.runlog import (
+    ALERTS_COLUMNS,
     ALERTS_FILE,
     EVAL_COLUMNS,
     GRADS_FILE,
@@ -65,12 +72,14 @@ class Progress:
 
 @dataclass
 class RunResult:
+    """What :func:`train` returns: the run folder, its summary and the trained network."""
+
     path: Path
     summary: dict[str, Any]
-    model: torch.nn.Module | None = None  # the trained network (Python API only)
+    model: torch.nn.Module | None = None
 
 
-def learning_rate(cfg_optim, step: int, total_steps: int) -> float:
+def learning_rate(cfg_optim: OptimConfig, step: int, total_steps: int) -> float:
     """The learning rate for ``step`` (counted from 1) under the configured schedule."""
     lr = cfg_optim.lr
     if cfg_optim.schedule == "step":
@@ -81,17 +90,21 @@ def learning_rate(cfg_optim, step: int, total_steps: int) -> float:
     return lr
 
 
-@torch.inference_mode()
 def default_eval_every(steps_per_epoch: int, total_steps: int) -> int:
     """``train.eval_every: 0``: evaluate every epoch or every tenth of the run, whichever is
     more often (at least 10 test points per run), and always at the end."""
     return max(1, min(steps_per_epoch, math.ceil(total_steps / 10)))
 
 
+@torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, amp_dtype
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    amp_dtype: torch.dtype | None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over ``(x, y)``, in large batches."""
+    """Mean cross-entropy and accuracy over ``(x, y)``, in large batches, without autograd."""
     total_loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), batch_size):
@@ -102,36 +115,6 @@ def evaluate(
         correct += (logits.argmax(1) == yb).sum()
     n = max(1, len(x))
     return total_loss.item() / n, correct.item() / n
-
-
-def setup_record(
-    device: torch.device, amp_dtype: torch.dtype | None, use_scaler: bool, engine: str
-) -> dict[str, Any]:
-    """The resolved setup as :mod:`gradlab.identity` reads it back from ``meta.json``."""
-    return {
-        "device": device.type,
-        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
-        "grad_scaler": use_scaler,
-        "engine": engine,
-    }
-
-
-def resolved_setup(config: Config) -> dict[str, Any]:
-    """What ``train.device``, ``train.amp`` and ``train.engine`` resolve to on this machine
-    (part of the experiment's identity). Settings that cannot run here (a missing device)
-    are returned as written: such a run fails at its start anyway."""
-    try:
-        device = resolve_device(config.train.device)
-        amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
-        engine = resolve_engine(config.train.engine, amp_dtype)
-    except ConfigError:
-        return {
-            "device": config.train.device.split(":")[0],
-            "amp": config.train.amp,
-            "grad_scaler": False,
-            "engine": config.train.engine,
-        }
-    return setup_record(device, amp_dtype, use_scaler, engine)
 
 
 def train(
@@ -168,273 +151,340 @@ def train(
         The run folder, its summary (``status`` is completed, interrupted, failed or
         diverged; a failed run's summary holds the error message) and the trained model.
     """
+    with contextlib.ExitStack() as stack:
+        # a signal from here on ends the run cleanly (during setup it is only recorded: the
+        # run then stops after its first step, with a summary)
+        stop = stack.enter_context(StopSignals())
+        r = _build(config, runs_dir, on_progress, on_alert, command, data, run_folder, stack)
+        opt, weights, names = config.optim, r.weights, list(r.weights)
+        full_log, use_scaler = config.train.log == "full", r.use_scaler
+        skip_nonfinite = config.train.on_nonfinite == "skip"
+        status, error, step, epoch, consecutive_skips, nonfinite_skips = (
+            "completed",
+            None,
+            0,
+            0,
+            0,
+            0,
+        )
+
+        # ---- the loop; every way out of it still ends in a truthful summary
+        stop.arm()  # in the loop a second signal stops the run at once
+        try:
+            while step < r.total_steps and status == "completed":
+                epoch += 1
+                for idx in epoch_batches(
+                    config.data.sampling, len(r.data.train_x), opt.batch_size, r.data_order,
+                    r.device,
+                ):  # fmt: skip
+                    step += 1
+                    lr = r.optimizer.lr = learning_rate(opt, step, r.total_steps)
+                    xb = r.data.train_x.index_select(0, idx)
+                    yb = r.data.train_y.index_select(0, idx)
+                    empty = len(idx) == 0  # a Poisson batch may draw no example
+
+                    # forward, loss, (scaled) backward; with privacy, per-example clipping
+                    if empty:
+                        loss, logits = _no_examples(weights.values(), r.device)
+                    elif r.privatizer is not None:
+                        loss, logits = r.engine.clipped_step(xb, yb, r.privatizer.clip)
+                    else:
+                        loss, logits = r.engine.step(xb, yb)
+                    r.scaler.unscale_(r.optimizer)  # norms and edits see the true gradients
+                    grads = {name: weights[name].grad for name in names}
+                    if r.privatizer is not None:  # noise, / expected batch size: DP-SGD's
+                        r.privatizer.add_noise(list(grads.values()))
+                    if full_log or use_scaler:
+                        param_norms = torch._foreach_norm(list(grads.values()))
+                        grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
+                    checked = r.diagnostics is not None and r.diagnostics.due(step)
+                    if checked:
+                        r.diagnostics.record(step, grads, weights)  # before the edits
+
+                    # on_nonfinite: skip reads the loss on the host: one sync per step
+                    if (
+                        skip_nonfinite
+                        and not empty
+                        and not finite_step(loss, grad_norm if full_log else None, use_scaler)
+                    ):
+                        consecutive_skips += 1
+                        nonfinite_skips += 1
+                        edit_stats = r.pipeline.idle_stats()
+                        grad_norm_after = grad_norm if full_log else None
+                        if checked:
+                            r.diagnostics.after_edit(step, grads)
+                        r.scaler.update()  # no step: the parameters stay as they were
+                    else:
+                        consecutive_skips = 0
+                        known = dict(zip(names, param_norms, strict=True)) if full_log else None
+                        edit_stats = r.pipeline.apply(grads, weights, step, known)  # the edit
+                        if full_log:
+                            grad_norm_after = (
+                                global_norm(list(grads.values())) if len(r.pipeline) else grad_norm
+                            )
+                        if checked:
+                            r.diagnostics.after_edit(step, grads)
+                        # skipped by the scaler when a gradient overflowed; frozen ones sit out
+                        r.scaler.step(r.optimizer, frozen=r.pipeline.frozen_at(step))
+                        r.scaler.update()
+                    if checked:
+                        r.diagnostics.after_step(step, weights)  # the update really made
+
+                    if full_log:
+                        correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
+                        values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
+                    else:
+                        values = [loss, grad_norm] if use_scaler else [loss]
+                    if r.privatizer is not None:
+                        edit_stats = [*edit_stats, *r.privatizer.step_stats()]
+                    r.steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
+                    if r.steplog.diverged_step is not None or (
+                        consecutive_skips >= config.train.max_consecutive_skips
+                    ):
+                        status = "diverged"
+                    if status == "completed" and step % r.eval_every == 0 and step < r.total_steps:
+                        r.evaluate(step, epoch)
+                    if stop.raised:
+                        status = "interrupted"
+                    if step >= r.total_steps or status != "completed":
+                        break
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except Exception as exc:  # a bug or an environment failure: record it with the run
+            status, error = "failed", _describe_failure(exc, r.folder.path)
+
+        # ---- after the loop: signals are only recorded from here on, so nothing cuts this short
+        stop.finishing()
+        try:
+            r.steplog.flush()
+        except Exception as exc:  # noqa: BLE001 - a full disk: the run failed, say why
+            if status != "failed":
+                status, error = "failed", _describe_failure(exc, r.folder.path)
+        if status == "completed" and r.steplog.diverged_step is not None:
+            status = "diverged"
+        if status in ("completed", "interrupted") and step > 0 and r.last_eval != step:
+            try:
+                r.evaluate(step, epoch)
+            except Exception as exc:  # noqa: BLE001 - out of memory, a full disk
+                status, error = "failed", _describe_failure(exc, r.folder.path)
+        if status == "completed" and stop.raised:
+            status = "interrupted"  # the signal came after the last step
+        summary = _summary(r, status, error, step, nonfinite_skips, stop.raised)
+        try:
+            r.folder.write_meta({"ended": now_iso()})
+            r.folder.write_summary(summary)
+        except OSError as exc:  # nothing more can be written: the caller still learns why
+            summary.update(status="failed", error=f"cannot write the run folder: {exc}")
+    return RunResult(path=r.folder.path, summary=summary, model=r.model)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class _Run:
+    """A run once set up: what the loop works with, built by :func:`_build`."""
+
+    config: Config
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    use_scaler: bool
+    data: Dataset
+    model: MLP
+    weights: dict[str, torch.Tensor]
+    optimizer: Optimizer
+    scaler: torch.amp.GradScaler
+    engine: Engine
+    pipeline: EditPipeline
+    privatizer: Privatizer | None
+    data_order: torch.Generator
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    folder: RunWriter
+    diagnostics: Diagnostics | None
+    steplog: StepLog
+    on_progress: Callable[[Progress], None] | None
+    evals: list[tuple[int, float, float]] = field(default_factory=list)  # step, loss, acc
+
+    @property
+    def last_eval(self) -> int | None:
+        """The step of the latest evaluation (None before the first)."""
+        return self.evals[-1][0] if self.evals else None
+
+    def evaluate(self, step: int, epoch: int) -> None:
+        """Evaluate on the test set; the result goes to evals.csv (with epsilon under DP)."""
+        self.model.eval()
+        loss, accuracy = evaluate(
+            self.model, self.data.test_x, self.data.test_y,
+            self.config.train.eval_batch_size, self.amp_dtype,
+        )  # fmt: skip
+        self.model.train()
+        self.evals.append((step, loss, accuracy))
+        spent = [self.privatizer.epsilon(step)] if self.privatizer is not None else []
+        self.folder.evals.append([[step, epoch, loss, accuracy, *spent, self.steplog.elapsed()]])
+
+    def flushed(self, log: StepLog) -> None:
+        """After each flush of the step log: the gradient-health logs, then the progress."""
+        if self.diagnostics is not None:
+            self.diagnostics.flush()
+        if self.on_progress is not None:
+            test_accuracy = self.evals[-1][2] if self.evals else None
+            self.on_progress(
+                Progress(total_steps=self.total_steps, test_accuracy=test_accuracy, **log.last)
+            )
+
+
+def _build(
+    config: Config,
+    runs_dir: str | Path,
+    on_progress: Callable[[Progress], None] | None,
+    on_alert: Callable[[Alert], None] | None,
+    command: list[str] | None,
+    data: Dataset | None,
+    run_folder: Path | None,
+    stack: contextlib.ExitStack,
+) -> _Run:
+    """Everything the loop needs: first what can fail on bad input (device, AMP, engine,
+    data, DP-SGD's noise), then the run folder, its logs and its heartbeat, which ``stack``
+    closes however the run ends."""
     started = now_iso()
-    # a signal from here on ends the run cleanly (during setup it is only recorded: the run
-    # then stops after its first step, with a summary)
-    stop = StopSignals().__enter__()
-    run = heartbeat = None
+    device = resolve_device(config.train.device)
+    amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+    engine_name = resolve_engine(config.train.engine, amp_dtype)
+    seed_everything(config.seed)
+    if data is None:
+        data = load_dataset(config.data, device)
+
+    # ---- model, engine, optimizer, scaler, edits, DP-SGD
+    model = MLP(config.model).to(device)
+    weights = dict(model.named_parameters())
+    names = list(weights)
+    opt = config.optim
+    optimizer = make_optimizer(weights, opt)
+    scaler = torch.amp.GradScaler(
+        device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
+    )
+    engine = make_engine(engine_name, model, scaler, amp_dtype)
+    pipeline = EditPipeline(config.edit, names, config.seed, device)
+    pipeline.setup(weights)
+    n_train = len(data.train_x)
+    steps_per_epoch = math.ceil(n_train / opt.batch_size)
+    total_steps = opt.max_steps or opt.epochs * steps_per_epoch
+    sampling = config.data.sampling
+    privatizer = None
+    if config.privacy is not None:  # solves target_epsilon: may fail, before the folder
+        privatizer = Privatizer(
+            config.privacy, names, opt.batch_size, n_train, total_steps, config.seed, device,
+            sampling,
+        )  # fmt: skip
+
+    # ---- the run folder
+    eval_every = config.train.eval_every or default_eval_every(steps_per_epoch, total_steps)
+    metrics = metric_columns(names, config.train.log, use_scaler)
+    stat_columns = pipeline.columns + (DP_COLUMNS if privatizer else [])
+    meta = describe_environment(device, amp_dtype, use_scaler)
+    meta.update(
+        engine=engine_name,
+        dataset=data.info,
+        command=command if command is not None else sys.argv,
+        started=started,
+        seed=config.seed,
+        experiment_hash=config.experiment_hash(
+            setup_record(device, amp_dtype, use_scaler, engine_name)
+        ),
+        edits=pipeline.label(),
+        steps_per_epoch=steps_per_epoch,
+        eval_every=eval_every,
+        total_steps=total_steps,
+        sampling=sampling,
+    )
+    if privatizer is not None:
+        meta["privacy"] = {
+            "noise_multiplier": privatizer.noise_multiplier,
+            "noise_std": privatizer.noise_std,
+            "sample_rate": privatizer.sample_rate,
+            "expected_batch_size": privatizer.expected_batch_size,
+            "planned_epsilon": _json_number(privatizer.epsilon(total_steps, record=False)),
+        }
+    columns = step_columns(metrics, stat_columns, batch_sizes=sampling == "poisson")
     try:
-        device = resolve_device(config.train.device)
-        amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
-        engine_name = resolve_engine(config.train.engine, amp_dtype)
-        seed_everything(config.seed)
-        if data is None:
-            data = load_dataset(config.data, device)
-
-        # ---- model, engine, optimizer, scaler, edits
-        model = MLP(config.model).to(device)
-        weights = dict(model.named_parameters())
-        names = list(weights)
-        opt = config.optim
-        optimizer = make_optimizer(weights, opt)
-        scaler = torch.amp.GradScaler(
-            device.type, init_scale=config.train.amp_init_scale, enabled=use_scaler
-        )
-        engine = make_engine(engine_name, model, scaler, amp_dtype)
-        pipeline = EditPipeline(config.edit, names, config.seed, device)
-        pipeline.setup(weights)
-        data_order = torch.Generator().manual_seed(config.seed)
-
-        n_train = len(data.train_x)
-        steps_per_epoch = math.ceil(n_train / opt.batch_size)
-        total_steps = opt.max_steps or opt.epochs * steps_per_epoch
-        eval_every = config.train.eval_every or default_eval_every(steps_per_epoch, total_steps)
-        full_log = config.train.log == "full"
-        metrics = metric_columns(names, config.train.log, use_scaler)
-        sampling = config.data.sampling
-        privatizer = None
-        if config.privacy is not None:  # solves target_epsilon: may fail, before the folder
-            privatizer = Privatizer(
-                config.privacy, names, opt.batch_size, n_train, total_steps, config.seed,
-                device, sampling,
-            )  # fmt: skip
-        stat_columns = pipeline.columns + (DP_COLUMNS if privatizer else [])
-
-        # ---- run folder
-        meta = describe_environment(device, amp_dtype, use_scaler)
-        meta.update(
-            engine=engine_name,
-            dataset=data.info,
-            command=command if command is not None else sys.argv,
-            started=started,
-            seed=config.seed,
-            experiment_hash=config.experiment_hash(
-                setup_record(device, amp_dtype, use_scaler, engine_name)
-            ),
-            edits=pipeline.label(),
-            steps_per_epoch=steps_per_epoch,
-            eval_every=eval_every,
-            total_steps=total_steps,
-            sampling=sampling,
-        )
-        if privatizer is not None:
-            meta["privacy"] = {
-                "noise_multiplier": privatizer.noise_multiplier,
-                "noise_std": privatizer.noise_std,
-                "sample_rate": privatizer.sample_rate,
-                "expected_batch_size": privatizer.expected_batch_size,
-                "planned_epsilon": _json_number(privatizer.epsilon(total_steps, record=False)),
-            }
-        columns = step_columns(metrics, stat_columns, batch_sizes=sampling == "poisson")
-        run = RunWriter.create(
+        folder = RunWriter.create(
             runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,
             eval_columns=PRIVATE_EVAL_COLUMNS if privatizer else EVAL_COLUMNS,
         )  # fmt: skip
-        heartbeat = Heartbeat(run.path / SUMMARY_FILE).__enter__()
-
-        # ---- per-step metrics, buffered on the device; gradient health every few steps
-        skip_nonfinite = config.train.on_nonfinite == "skip"
-        max_skips = config.train.max_consecutive_skips
-        evals: list[tuple[int, float, float]] = []
+    except OSError as exc:  # a full disk, a quota, a read-only folder
+        raise RunFolderError(
+            f"cannot write the run folder {runs_dir}: {exc.strerror or exc}"
+        ) from None
+    stack.callback(folder.close)
+    try:
+        stack.enter_context(Heartbeat(folder.path / SUMMARY_FILE))
         diagnostics = None
-        if config.diagnostics.every:
+        if config.diagnostics.every:  # gradient health every few steps
             diagnostics = Diagnostics(
                 config.diagnostics,
                 names,
-                run.add_log(GRADS_FILE, GRADS_COLUMNS),
-                run.add_log(ALERTS_FILE, ALERTS_COLUMNS),
+                folder.add_log(GRADS_FILE, GRADS_COLUMNS),
+                folder.add_log(ALERTS_FILE, ALERTS_COLUMNS),
                 relu_hidden=config.model.activation == "relu",
                 on_alert=on_alert,
             )
-
-        def report(log: StepLog) -> None:
-            if diagnostics is not None:
-                diagnostics.flush()
-            if on_progress is not None:
-                test_accuracy = evals[-1][2] if evals else None
-                on_progress(
-                    Progress(total_steps=total_steps, test_accuracy=test_accuracy, **log.last)
-                )
-
+        # per-step metrics, buffered on the device
         steplog = StepLog(
-            run.steps,
+            folder.steps,
             metrics,
             stat_columns,
             config.train.flush_every,
             device,
             use_scaler=use_scaler,
-            stop_on_nonfinite=not skip_nonfinite,
-            on_flush=report,
+            stop_on_nonfinite=config.train.on_nonfinite != "skip",
             diverge_factor=config.train.diverge_factor,
         )
-        consecutive_skips = nonfinite_skips = 0
+    except OSError as exc:
+        folder.close()
+        _mark_failed(folder, f"cannot write the run folder: {exc}")
+        raise RunFolderError(
+            f"cannot write the run folder {folder.path}: {exc.strerror or exc}"
+        ) from None
+    run = _Run(
+        config, device, amp_dtype, use_scaler, data, model, weights, optimizer, scaler, engine,
+        pipeline, privatizer, torch.Generator().manual_seed(config.seed), steps_per_epoch,
+        total_steps, eval_every, folder, diagnostics, steplog, on_progress,
+    )  # fmt: skip
+    steplog.on_flush = run.flushed
+    return run
 
-        def run_eval(step: int, epoch: int) -> None:
-            model.eval()
-            loss, accuracy = evaluate(
-                model, data.test_x, data.test_y, config.train.eval_batch_size, amp_dtype
-            )
-            model.train()
-            evals.append((step, loss, accuracy))
-            spent = [privatizer.epsilon(step)] if privatizer is not None else []
-            run.evals.append([[step, epoch, loss, accuracy, *spent, steplog.elapsed()]])
 
-    except BaseException as exc:
-        if heartbeat is not None:
-            heartbeat.__exit__()
-        if run is not None:
-            run.close()
-        stop.__exit__()
-        if isinstance(exc, OSError):  # a full disk, a quota, a read-only folder
-            where = run.path if run is not None else runs_dir
-            _mark_failed(run, f"cannot write the run folder: {exc}")
-            raise RunFolderError(
-                f"cannot write the run folder {where}: {exc.strerror or exc}"
-            ) from None
-        raise
-
-    # ---- the loop; every way out of it still ends in a truthful summary
-    status, error, step, epoch = "completed", None, 0, 0
-    stop.arm()  # in the loop a second signal stops the run at once
-    try:
-        while step < total_steps and status == "completed":
-            epoch += 1
-            for idx in epoch_batches(sampling, n_train, opt.batch_size, data_order, device):
-                step += 1
-                lr = learning_rate(opt, step, total_steps)
-                optimizer.lr = lr
-                xb = data.train_x.index_select(0, idx)
-                yb = data.train_y.index_select(0, idx)
-                empty = len(idx) == 0  # a Poisson batch may draw no example
-
-                # forward, loss, (scaled) backward; with privacy, per-example clipping
-                if empty:
-                    loss, logits = _no_examples(weights.values(), device)
-                elif privatizer is not None:
-                    loss, logits = engine.clipped_step(xb, yb, privatizer.clip)
-                else:
-                    loss, logits = engine.step(xb, yb)
-                scaler.unscale_(optimizer)  # norms and edits see the true gradients
-                grads = {name: weights[name].grad for name in names}
-                if privatizer is not None:  # noise, / expected batch size: DP-SGD's gradient
-                    privatizer.add_noise(list(grads.values()))
-                if full_log or use_scaler:
-                    param_norms = torch._foreach_norm(list(grads.values()))
-                    grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
-                checked = diagnostics is not None and diagnostics.due(step)
-                if checked:
-                    diagnostics.record(step, grads, weights)  # before the edits
-
-                # on_nonfinite: skip reads the loss on the host: one sync per step
-                if (
-                    skip_nonfinite
-                    and not empty
-                    and not finite_step(loss, grad_norm if full_log else None, use_scaler)
-                ):
-                    consecutive_skips += 1
-                    nonfinite_skips += 1
-                    edit_stats = pipeline.idle_stats()
-                    grad_norm_after = grad_norm if full_log else None
-                    if checked:
-                        diagnostics.after_edit(step, grads)
-                    scaler.update()  # no step: the parameters stay as they were
-                else:
-                    consecutive_skips = 0
-                    known = dict(zip(names, param_norms, strict=True)) if full_log else None
-                    edit_stats = pipeline.apply(grads, weights, step, known)  # the edit
-                    if full_log:
-                        grad_norm_after = (
-                            global_norm(list(grads.values())) if len(pipeline) else grad_norm
-                        )
-                    if checked:
-                        diagnostics.after_edit(step, grads)
-                    # skipped by the scaler when a gradient overflowed; frozen ones sit out
-                    scaler.step(optimizer, frozen=pipeline.frozen_at(step))
-                    scaler.update()
-                if checked:
-                    diagnostics.after_step(step, weights)  # the update really made
-
-                if full_log:
-                    correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
-                    values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
-                else:
-                    values = [loss, grad_norm] if use_scaler else [loss]
-                if privatizer is not None:
-                    edit_stats = [*edit_stats, *privatizer.step_stats()]
-                steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
-                if steplog.diverged_step is not None or consecutive_skips >= max_skips:
-                    status = "diverged"
-                if status == "completed" and step % eval_every == 0 and step < total_steps:
-                    run_eval(step, epoch)
-                if stop.raised:
-                    status = "interrupted"
-                if step >= total_steps or status != "completed":
-                    break
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except Exception as exc:  # a bug or an environment failure: record it with the run
-        status, error = "failed", _describe_failure(exc, run.path)
-
-    # ---- after the loop: signals are only recorded from here on, so nothing cuts this short
-    stop.finishing()
-    try:
-        steplog.flush()
-    except Exception as exc:  # noqa: BLE001 - a full disk: the run failed, say why
-        if status != "failed":
-            status, error = "failed", _describe_failure(exc, run.path)
-    if status == "completed" and steplog.diverged_step is not None:
-        status = "diverged"
-    if status in ("completed", "interrupted") and step > 0 and (not evals or evals[-1][0] != step):
-        try:
-            run_eval(step, epoch)
-        except Exception as exc:  # noqa: BLE001 - out of memory, a full disk
-            status, error = "failed", _describe_failure(exc, run.path)
-    if status == "completed" and stop.raised:
-        status = "interrupted"  # the signal came after the last step
-    wall = steplog.elapsed()
-
+def _summary(
+    r: _Run, status: str, error: str | None, step: int, nonfinite_skips: int, signal: str | None
+) -> dict[str, Any]:
+    """``summary.json``: how the run ended and its figures."""
+    wall = r.steplog.elapsed()
+    evals = r.evals
     summary: dict[str, Any] = {
         "status": status,
         "steps": step,
-        "epochs": round(step / steps_per_epoch, 4),
+        "epochs": round(step / r.steps_per_epoch, 4),
         "final_test_accuracy": evals[-1][2] if evals else None,
         "best_test_accuracy": max(e[2] for e in evals) if evals else None,
         "final_test_loss": evals[-1][1] if evals else None,
-        **steplog.figures(),
+        **r.steplog.figures(),
         "nonfinite_skips": nonfinite_skips,
-        "alerts": diagnostics.counts if diagnostics is not None else None,
+        "alerts": r.diagnostics.counts if r.diagnostics is not None else None,
         "wall_seconds": round(wall, 4),
         "steps_per_second": round(step / wall, 2) if wall > 0 else None,
     }
-    if privatizer is not None:
-        summary.update(privatizer.record(step))
+    if r.privatizer is not None:
+        summary.update(r.privatizer.record(step))
     if status == "diverged":
-        summary["diverged_step"] = steplog.diverged_step or step
-        summary["diverged_reason"] = steplog.diverged_reason or "nonfinite"
+        summary["diverged_step"] = r.steplog.diverged_step or step
+        summary["diverged_reason"] = r.steplog.diverged_reason or "nonfinite"
     if status == "interrupted":
-        summary["signal"] = stop.raised or "SIGINT"
+        summary["signal"] = signal or "SIGINT"
     if error:
         summary["error"] = error
-    try:
-        run.write_meta({"ended": now_iso()})
-        run.write_summary(summary)
-    except OSError as exc:  # nothing more can be written: the caller still learns why
-        summary.update(status="failed", error=f"cannot write the run folder: {exc}")
-    finally:
-        run.close()
-        heartbeat.__exit__()
-        stop.__exit__()
-    return RunResult(path=run.path, summary=summary, model=model)
+    return summary
 
 
 def _no_examples(params, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Reading config and sweep files safely: only small regular files, YAML checked for depth,
 size (aliases included) and duplicate keys before it is built, and error messages that
-never quote a file's contents. Used by :mod:`gradlab.config` and :mod:`gradlab.data`.
+never quote a file's contents. Used by :mod:`gradlab.config`, :mod:`gradlab.data` and the sweeps.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def open_regular_file(
         if max_bytes is not None and info.st_size > max_bytes:
             raise error(
                 f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} allowed "
-                f"(gradlab.config.MAX_CONFIG_BYTES); check that this is the right file, "
+                f"(gradlab.yamlfile.MAX_CONFIG_BYTES); check that this is the right file, "
                 "and split a large sweep into several files"
             )
 
@@ -179,7 +179,7 @@ def _check_yaml_shape(text: str, where: str) -> None:
             if len(open_nodes) >= MAX_YAML_DEPTH:
                 raise ConfigError(
                     f"{where}: line {event.start_mark.line + 1}: nested more than "
-                    f"{MAX_YAML_DEPTH} levels deep (gradlab.config.MAX_YAML_DEPTH); "
+                    f"{MAX_YAML_DEPTH} levels deep (gradlab.yamlfile.MAX_YAML_DEPTH); "
                     "a config or sweep nests fewer than ten"
                 )
             open_nodes.append((event.anchor, values))
@@ -202,7 +202,7 @@ def _check_yaml_shape(text: str, where: str) -> None:
         if values > MAX_YAML_VALUES:
             raise ConfigError(
                 f"{where}: line {event.start_mark.line + 1}: more than {MAX_YAML_VALUES:,} "
-                "values once aliases are expanded (gradlab.config.MAX_YAML_VALUES); "
+                "values once aliases are expanded (gradlab.yamlfile.MAX_YAML_VALUES); "
                 "a config or sweep holds far fewer"
             )
 

@@ -16,8 +16,9 @@ from conftest import tiny
 from typer.testing import CliRunner
 
 from gradlab.cli import app
-from gradlab.compare import comparison, constant_columns, load_runs, load_steps
 from gradlab.config import config_from_dict
+from gradlab.study.compare import comparison, constant_columns
+from gradlab.study.reading import load_runs, load_steps
 from gradlab.train import train
 
 runner = CliRunner()

@@ -4,19 +4,16 @@ import pytest
 import yaml
 
 from gradlab.config import (
-    MAX_CONFIG_BYTES,
     MAX_HIDDEN,
-    MAX_YAML_DEPTH,
-    MAX_YAML_VALUES,
-    PARAMETER_NAMES,
     Config,
     ModelConfig,
     config_from_dict,
     load_config,
-    load_yaml,
     parse_override,
 )
 from gradlab.errors import ConfigError
+from gradlab.schema import PARAMETER_NAMES
+from gradlab.yamlfile import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, load_yaml
 
 
 def test_every_key_has_a_default_and_a_description():

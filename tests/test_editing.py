@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from gradlab.config import PARAMETER_NAMES, config_from_dict
+from gradlab.config import config_from_dict
 from gradlab.editing import EditPipeline, get_strategy, register, strategies
 from gradlab.editing.base import Edit
 from gradlab.editing.pipeline import edit_seed
+from gradlab.schema import PARAMETER_NAMES
 
 SHAPES = {"fc1.weight": (16, 784), "fc1.bias": (16,), "fc2.weight": (10, 16), "fc2.bias": (10,)}
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import tiny
 
-from gradlab.reading import load_runs
+from gradlab.study.reading import load_runs
 
 LONG = {"optim": {"max_steps": 10_000_000, "batch_size": 10}}
 

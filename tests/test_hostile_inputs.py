@@ -17,9 +17,10 @@ from conftest import tiny, write_idx
 from typer.testing import CliRunner
 
 from gradlab.cli import app
-from gradlab.config import MAX_CONFIG_BYTES, MAX_HIDDEN, MAX_YAML_DEPTH
+from gradlab.config import MAX_HIDDEN
 from gradlab.errors import ConfigError
-from gradlab.sweep import load_sweep
+from gradlab.sweeps.plan import load_sweep
+from gradlab.yamlfile import MAX_CONFIG_BYTES, MAX_YAML_DEPTH
 
 runner = CliRunner()
 SECRET = "S3cr3tHashValue"

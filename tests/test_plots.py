@@ -13,23 +13,16 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from gradlab.compare import comparison, load_steps
 from gradlab.config import config_from_dict
-from gradlab.inspection import plot_layers
-from gradlab.plots import (
-    DEFAULT_PANELS,
-    FORMATS,
-    PANELS,
-    check_panels,
-    check_plot_path,
-    plot_comparison,
-    row_colors,
-    row_labels,
-    save_figure,
-    smoothing_window,
-)
-from gradlab.reading import CompareError
+from gradlab.errors import CompareError
 from gradlab.runlog import RunWriter
+from gradlab.study.bands import smoothing_window
+from gradlab.study.compare import comparison
+from gradlab.study.figures import FORMATS, check_plot_path, save_figure
+from gradlab.study.inspection import plot_layers
+from gradlab.study.labels import row_colors, row_labels
+from gradlab.study.plots import DEFAULT_PANELS, PANELS, check_panels, plot_comparison
+from gradlab.study.reading import load_steps
 
 CPU = {"device": "cpu", "amp": {"dtype": "off", "grad_scaler": False}, "engine": "analytic"}
 FULL = ["step", "epoch", "lr", "loss", "accuracy", "grad_norm", "grad_norm_after", "elapsed_s"]
@@ -147,13 +140,18 @@ def test_a_failed_write_leaves_nothing(lr_grid: Path, tmp_path: Path):
 def test_bad_choices_are_one_clear_line(lr_grid: Path, tmp_path: Path):
     with pytest.raises(CompareError) as bad:
         check_panels("train_loss,foo")
-    assert str(bad.value) == f"--panels foo: unknown panel; choose from {', '.join(PANELS)}"
+    # the library's words for its argument; the CLI says --panels (worded by option)
+    assert str(bad.value) == f"panels foo: unknown panel; choose from {', '.join(PANELS)}"
+    assert bad.value.worded(lambda a: f"--{a}").startswith("--panels foo: unknown panel")
     with pytest.raises(CompareError, match="choose at least one of train_loss, "):
         check_panels([])
     with pytest.raises(CompareError) as bad:
         check_plot_path("x.jpg")
-    assert str(bad.value) == "--plot x.jpg: unsupported format; use .png, .pdf or .svg"
-    with pytest.raises(CompareError, match="^--plot study: unsupported format"):
+    assert str(bad.value) == "x.jpg: unsupported format; use .png, .pdf or .svg"
+    assert bad.value.worded({"path": "--plot"}.get) == (
+        "--plot x.jpg: unsupported format; use .png, .pdf or .svg"
+    )
+    with pytest.raises(CompareError, match="^study: unsupported format"):
         check_plot_path("study")
     assert check_plot_path("a/b.SVG") == Path("a/b.SVG")
     assert check_panels(None) == list(DEFAULT_PANELS)
@@ -161,7 +159,7 @@ def test_bad_choices_are_one_clear_line(lr_grid: Path, tmp_path: Path):
     table = comparison([lr_grid])
     with pytest.raises(CompareError, match="unsupported format"):
         plot_comparison(table, tmp_path / "out.jpg")
-    with pytest.raises(CompareError, match="--panels nope: unknown panel"):
+    with pytest.raises(CompareError, match="^panels nope: unknown panel"):
         plot_comparison(table, tmp_path / "out.png", panels=["nope"])
     assert list(tmp_path.iterdir()) == []
 

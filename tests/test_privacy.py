@@ -940,8 +940,8 @@ def test_prv_is_not_asked_where_rdp_is_past_its_range(monkeypatch):
 
 
 def test_compare_shows_privacy_keys_as_config_and_json_has_no_infinity(tmp_path):
-    from gradlab.compare import comparison
-    from gradlab.exports import export
+    from gradlab.study.compare import comparison
+    from gradlab.study.exports import export
 
     for sigma in (0.0, 1.0):
         train(config_from_dict(private({"noise_multiplier": sigma}, name="dp")), tmp_path)
@@ -951,8 +951,8 @@ def test_compare_shows_privacy_keys_as_config_and_json_has_no_infinity(tmp_path)
     assert sorted(table["epsilon"])[-1] == math.inf
     records = json.loads(export(table, "json"))  # strict JSON: no Infinity
     assert sorted(r["epsilon"] for r in records if isinstance(r["epsilon"], str)) == ["inf"]
-    from gradlab.latex import to_latex
-    from gradlab.reading import figures_from_logs
+    from gradlab.study.latex import to_latex
+    from gradlab.study.reading import figures_from_logs
 
     assert r"$\infty$" in to_latex(table) and "$inf$" not in to_latex(table)
     by_privacy = comparison([tmp_path], group=False, sort_by="epsilon")

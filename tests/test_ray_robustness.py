@@ -14,11 +14,17 @@ import yaml
 from conftest import tiny
 
 from gradlab.errors import GradlabError
-from gradlab.executors import run_one
-from gradlab.plan import load_sweep
-from gradlab.ray_executor import CLIENT_PORT, Endpoint, check_address, parse_address, train_task
 from gradlab.runlog import create_run_folder
-from gradlab.sweep import execute
+from gradlab.sweeps.plan import load_sweep
+from gradlab.sweeps.ray_executor import (
+    CLIENT_PORT,
+    Endpoint,
+    check_address,
+    parse_address,
+    train_task,
+)
+from gradlab.sweeps.run import run_sweep
+from gradlab.sweeps.worker import run_one
 
 COMMAND = ["/somewhere/bin/gradlab", "sweep", "sweep.yaml", "--executor", "ray"]
 
@@ -108,7 +114,7 @@ def test_auto_checks_ray_address_when_it_is_set(monkeypatch, closed_port: int):
 
 
 def test_run_ray_checks_the_address_before_anything(tmp_path: Path, closed_port: int):
-    from gradlab.ray_executor import run_ray
+    from gradlab.sweeps.ray_executor import run_ray
 
     with pytest.raises(GradlabError, match="cannot connect to a Ray cluster"):
         run_ray([], tmp_path, f"127.0.0.1:{closed_port}", 1, print, print)
@@ -117,7 +123,7 @@ def test_run_ray_checks_the_address_before_anything(tmp_path: Path, closed_port:
 
 def test_ray_init_errors_become_one_line(tmp_path: Path, monkeypatch):
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'gradlab[ray]')")
-    from gradlab.ray_executor import run_ray
+    from gradlab.sweeps.ray_executor import run_ray
 
     if ray.is_initialized():
         pytest.skip("a Ray is already running in this process")
@@ -165,7 +171,7 @@ def test_a_sweep_records_its_command_line(tmp_path: Path, monkeypatch, executor:
             pytest.skip("a Ray is already running in this process")
     path = write_sweep(tmp_path)
     monkeypatch.setattr(sys, "argv", [*COMMAND[:2], str(path), "--executor", executor])
-    folder = execute(load_sweep(path), tmp_path / "runs", executor=executor, jobs=1)
+    folder = run_sweep(load_sweep(path), tmp_path / "runs", executor=executor, jobs=1)
     (run,) = json.loads((folder / "sweep.json").read_text())["runs"]
     assert run["status"] == "done"
     meta = json.loads((folder / run["folder"] / "meta.json").read_text())

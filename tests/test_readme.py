@@ -78,7 +78,7 @@ def test_step_columns_and_summary_keys_are_documented(tmp_path, tiny_config, pri
 
 
 def test_comparison_columns_are_documented():
-    from gradlab.compare import IDENTITY, METRICS, STATUS
+    from gradlab.study.reading import IDENTITY, METRICS, STATUS
 
     for column in [*IDENTITY, *METRICS, STATUS, "n"]:
         assert f"`{column}`" in README, column

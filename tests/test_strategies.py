@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from gradlab.config import PARAMETER_NAMES, config_from_dict
+from gradlab.config import config_from_dict
 from gradlab.editing import EditPipeline, strategies
 from gradlab.editing.pipeline import edit_seed
+from gradlab.schema import PARAMETER_NAMES
 
 SHAPES = {"fc1.weight": (16, 784), "fc1.bias": (16,), "fc2.weight": (10, 16), "fc2.bias": (10,)}
 STEP = 3
@@ -334,13 +335,11 @@ def test_replace_round_trips_with_its_alias():
 
 
 def numeric_parameters():
-    from gradlab.config import _is_number_field
+    from gradlab.schema import is_number_field
 
     for name, cls in strategies().items():
         for key, field in cls.Params.model_fields.items():
-            if key not in ("start_step", "end_step", "every") and _is_number_field(
-                field.annotation
-            ):
+            if key not in ("start_step", "end_step", "every") and is_number_field(field.annotation):
                 yield name, field.alias or key
 
 

@@ -18,12 +18,12 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 import gradlab
-from gradlab import stats
 from gradlab.cli import app
-from gradlab.compare import comparison
 from gradlab.config import config_from_dict
-from gradlab.reading import load_runs
 from gradlab.runlog import RunWriter
+from gradlab.study import stats
+from gradlab.study.compare import comparison
+from gradlab.study.reading import load_runs
 
 runner = CliRunner()
 CPU = {"device": "cpu", "amp": {"dtype": "off", "grad_scaler": False}, "engine": "analytic"}
@@ -417,7 +417,7 @@ def test_the_study_side_never_imports_torch(study: Path):
         "import sys\nfrom gradlab.cli import app\n"
         f"try:\n    app(['compare', {str(study)!r}, '--baseline', 'baseline', '--power'])\n"
         "except SystemExit:\n    pass\n"
-        "import gradlab.compare, gradlab.baseline, gradlab.stats, gradlab.identity, gradlab.exports, gradlab.inspection\n"
+        "import gradlab.study.compare, gradlab.study.baseline, gradlab.study.stats, gradlab.identity, gradlab.study.exports, gradlab.study.inspection\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -14,10 +14,11 @@ from conftest import tiny
 from typer.testing import CliRunner
 
 from gradlab.cli import app
-from gradlab.compare import comparison
 from gradlab.errors import ConfigError
-from gradlab.plan import load_sweep, run_name, short_keys, split_values, value_text
-from gradlab.sweep import execute
+from gradlab.study.compare import comparison
+from gradlab.sweeps.plan import load_sweep
+from gradlab.sweeps.run import run_sweep
+from gradlab.sweeps.syntax import run_name, short_keys, split_values, value_text
 
 runner = CliRunner()
 ROOT = Path(__file__).parents[1]
@@ -247,7 +248,7 @@ def test_the_default_study_shows_its_effect(tmp_path: Path):
     sweep.runs = [
         r for r in sweep.runs if r.name in ("sgd", "clip-max_norm=0.25", "agc") and r.seed < 3
     ]
-    execute(sweep, tmp_path, jobs=2)
+    run_sweep(sweep, tmp_path, jobs=2)
     assert {r.status for r in sweep.runs} == {"done"}
     table = comparison([tmp_path / "lr-rescue"], baseline="edits=none")
     rows = {row["name"]: row for row in table.to_dict("records")}
@@ -262,8 +263,8 @@ def test_the_default_study_shows_its_effect(tmp_path: Path):
 
 
 def test_a_ray_task_copies_its_run_back_unless_it_sees_the_sweep_folder(tmp_path: Path):
-    from gradlab.ray_executor import train_task, write_files
     from gradlab.runlog import create_run_folder
+    from gradlab.sweeps.ray_executor import train_task, write_files
 
     config = load_sweep(write_sweep(tmp_path)).runs[0].config
     sweep_dir = tmp_path / "sweep"
@@ -316,10 +317,10 @@ def test_ray_without_a_shared_folder(tmp_path: Path, monkeypatch):
             return os.getcwd()
 
         assert Path(ray.get(cwd.remote())).resolve() != tmp_path.resolve()
-        folder = execute(load_sweep(path), "runs", executor="ray", jobs=2, shared_dir=False)
+        folder = run_sweep(load_sweep(path), "runs", executor="ray", jobs=2, shared_dir=False)
     finally:
         ray.shutdown()
-    local = execute(load_sweep(path), tmp_path / "local", jobs=1)
+    local = run_sweep(load_sweep(path), tmp_path / "local", jobs=1)
     record = json.loads((folder / "sweep.json").read_text())
     assert [r["status"] for r in record["runs"]] == ["done", "done"]
     assert not list(folder.glob(".ray-probe-*"))
@@ -329,7 +330,7 @@ def test_ray_without_a_shared_folder(tmp_path: Path, monkeypatch):
         local_steps = pd.read_csv(local / twin["folder"] / "steps.csv").drop(columns="elapsed_s")
         assert list(ray_steps.columns) == list(local_steps.columns) and len(ray_steps) == 6
         assert np.allclose(ray_steps, local_steps, rtol=1e-5)  # the same training, copied whole
-    rerun = execute(load_sweep(path), "runs", executor="ray", jobs=2, shared_dir=False)
+    rerun = run_sweep(load_sweep(path), "runs", executor="ray", jobs=2, shared_dir=False)
     assert {r["status"] for r in json.loads((rerun / "sweep.json").read_text())["runs"]} == {
         "skipped"
     }  # resume works on the copied folders

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from gradlab.cli import app
 from gradlab.errors import ConfigError
-from gradlab.sweep import execute, load_sweep
+from gradlab.sweeps.plan import load_sweep
+from gradlab.sweeps.run import run_sweep
 
 runner = CliRunner()
 
@@ -143,7 +144,7 @@ def test_local_executor_with_two_jobs_isolates_failures_and_resumes(tmp_path):
     assert [r["status"] for r in record["runs"] if r["name"] == "good"] == ["skipped", "skipped"]
     assert "2 skipped" in again.stdout
     folders_before = {p.name for p in folder.iterdir()}
-    rerun = execute(load_sweep(path), runs, jobs=2, rerun=True)
+    rerun = run_sweep(load_sweep(path), runs, jobs=2, rerun=True)
     assert len({p.name for p in rerun.iterdir()} - folders_before) == 4  # four new run folders
     table = runner.invoke(app, ["compare", str(folder), "--format", "json"])
     rows = json.loads(table.stdout)  # every run in the folder; seeds grouped, each seed once
@@ -159,7 +160,7 @@ def test_local_executor_with_two_jobs_isolates_failures_and_resumes(tmp_path):
 
 def test_compare_reads_a_sweep_folder_again(tmp_path):
     path = write_sweep(tmp_path, grid={"optim.lr": [0.05, 0.2]}, seeds=[0, 1])
-    folder = execute(load_sweep(path), tmp_path / "runs", jobs=2)
+    folder = run_sweep(load_sweep(path), tmp_path / "runs", jobs=2)
     result = runner.invoke(app, ["compare", str(folder), "--format", "csv"])
     lines = result.stdout.strip().splitlines()
     assert result.exit_code == 0 and len(lines) == 3 and lines[0].startswith("run,name,edits")
@@ -183,7 +184,7 @@ def test_ray_executor_on_a_local_ray(tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (pip install 'gradlab[ray]')")
     path = write_sweep(tmp_path, grid={"optim.lr": [0.05, 0.2]}, seeds=[0, 1])
     runs = tmp_path / "runs"
-    folder = execute(load_sweep(path), runs, executor="ray", jobs=2)
+    folder = run_sweep(load_sweep(path), runs, executor="ray", jobs=2)
     record = json.loads((folder / "sweep.json").read_text())
     assert [r["status"] for r in record["runs"]] == ["done"] * 4
     assert all((folder / r["folder"] / "summary.json").exists() for r in record["runs"])
@@ -258,7 +259,7 @@ def test_the_shipped_study_expands():
 
 def test_logging_settings_do_not_retrain_but_a_real_change_does(tmp_path):
     runs = tmp_path / "runs"
-    first = execute(load_sweep(write_sweep(tmp_path, seeds=[0, 1])), runs, jobs=1)
+    first = run_sweep(load_sweep(write_sweep(tmp_path, seeds=[0, 1])), runs, jobs=1)
     assert len([p for p in first.iterdir() if p.is_dir()]) == 2
     quieter = write_sweep(
         tmp_path,
@@ -266,10 +267,10 @@ def test_logging_settings_do_not_retrain_but_a_real_change_does(tmp_path):
         set={"train.flush_every": 3, "train.eval_every": 2, "diagnostics.every": 0},
     )
     sweep = load_sweep(quieter)
-    execute(sweep, runs, jobs=1)
+    run_sweep(sweep, runs, jobs=1)
     assert [r.status for r in sweep.runs] == ["skipped", "skipped", "done"]  # only seed 2 trains
     changed = load_sweep(write_sweep(tmp_path, seeds=[0], set={"optim.lr": 0.05}))
-    execute(changed, runs, jobs=1)
+    run_sweep(changed, runs, jobs=1)
     assert [r.status for r in changed.runs] == ["done"]
     record = json.loads((first / "sweep.json").read_text())
     assert len(record["history"]) == 2 and len(record["runs"]) == 1  # earlier expansions kept

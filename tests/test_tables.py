@@ -15,12 +15,12 @@ import pytest
 from test_study import fake_run
 from typer.testing import CliRunner
 
-from gradlab import layout, numbers
 from gradlab.cli import app
-from gradlab.compare import comparison
-from gradlab.exports import display
-from gradlab.exports import key_columns as exports_key_columns
-from gradlab.latex import escape, to_latex
+from gradlab.study import layout, numbers
+from gradlab.study.compare import comparison
+from gradlab.study.exports import display
+from gradlab.study.exports import key_columns as exports_key_columns
+from gradlab.study.latex import escape, to_latex
 
 runner = CliRunner()
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")

@@ -171,6 +171,27 @@ def test_default_eval_interval_gives_ten_points_or_one_per_epoch(steps_per_epoch
     assert points >= min(10, total)
 
 
+@pytest.mark.parametrize("engine", ["analytic", "autograd"])
+def test_evaluation_builds_no_autograd_graph(tmp_path: Path, tiny_config, monkeypatch, engine):
+    """The test set is evaluated in inference mode: no graph over it (once the decorator sat
+    on default_eval_every instead of evaluate, and every evaluation built one)."""
+    from gradlab.model import MLP
+
+    forward, seen = MLP.forward, []
+
+    def recording(self, x):
+        out = forward(self, x)
+        if not self.training:  # evaluation switches the network to eval mode
+            seen.append((torch.is_grad_enabled(), out.requires_grad))
+        return out
+
+    monkeypatch.setattr(MLP, "forward", recording)
+    result = train(tiny_config(train={"engine": engine, "eval_every": 4}), tmp_path)
+    assert result.summary["status"] == "completed"
+    assert len(seen) == 3  # steps 4, 8 and 12
+    assert seen == [(False, False)] * 3
+
+
 def test_learning_rate_schedules():
     cfg = config_from_dict(
         {"optim": {"lr": 1.0, "schedule": "step", "step_size": 3, "gamma": 0.5}}

@@ -11,16 +11,9 @@ import fnmatch
 from typing import Any, ClassVar
 
 import torch
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gradlab.config import FLOAT32_MAX, PARAMETER_NAMES, _is_number_field, _show
+from gradlab.schema import FLOAT32_MAX, PARAMETER_NAMES, StrictModel, show
 
 Tensors = dict[str, torch.Tensor]
 
@@ -30,25 +23,13 @@ def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
-class EditParams(BaseModel):
+class EditParams(StrictModel):
     """Parameters every edit accepts: which tensors it targets and when it is active.
 
-    Like the config's sections, numbers are finite, never booleans, and floats fit float32
-    (the edits compute in float32): ``max_norm: .inf`` or ``sigma: true`` are errors.
+    Like the config's sections, unknown keys are errors, numbers are finite and never
+    booleans, and floats fit float32 (the edits compute in float32): ``max_norm: .inf`` or
+    ``sigma: true`` are errors.
     """
-
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False
-    )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and _is_number_field(
-            cls.model_fields[info.field_name].annotation
-        ):
-            raise ValueError("expected a number, not true/false")
-        return value
 
     @field_validator("*")
     @classmethod
@@ -89,7 +70,7 @@ class EditParams(BaseModel):
         for pattern in patterns:
             if not fnmatch.filter(names, pattern):
                 raise ValueError(
-                    f"pattern {_show(pattern)} matches no parameter; parameters: "
+                    f"pattern {show(pattern)} matches no parameter; parameters: "
                     + _name_list(names)
                 )
         return patterns

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from gradlab.config import _show
 from gradlab.editing.base import Edit, EditParams, Tensors
 from gradlab.editing.registry import get_strategy
 from gradlab.errors import ConfigError
+from gradlab.schema import describe_validation_error, show
 
 _NOTHING: frozenset[str] = frozenset()
 
@@ -23,22 +23,18 @@ def parse_edit(position: int, entry: Any, parameter_names: list[str] | None = No
         parameter_names: the model's parameters, which the ``params`` patterns must match
             (None: left unchecked).
     """
-    from gradlab.config import describe_validation_error
-
     where = f"edit[{position}]"
     if isinstance(entry, EditParams):  # already parsed (a Config built from a Config)
         return entry
     if not isinstance(entry, dict):
         raise ConfigError(
-            f"{where}: expected a mapping like {{type: clip_norm}}, got {_show(entry)}"
+            f"{where}: expected a mapping like {{type: clip_norm}}, got {show(entry)}"
         )
     if "type" not in entry:
         raise ConfigError(f"{where}.type: required, but missing (see `gradlab strategies`)")
     kind = entry["type"]
     if kind is not None and (not isinstance(kind, str) or len(kind) > 40):
-        raise ConfigError(
-            f"{where}.type: unknown edit type {_show(kind)}; see `gradlab strategies`"
-        )
+        raise ConfigError(f"{where}.type: unknown edit type {show(kind)}; see `gradlab strategies`")
     try:
         strategy = get_strategy(str(kind))
     except KeyError as exc:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradlab.reading import CompareError, is_run_folder, read_log
+from gradlab.errors import CompareError
 from gradlab.runlog import ALERTS_COLUMNS, ALERTS_FILE, GRADS_FILE, GRADS_STATS
+from gradlab.study.reading import is_run_folder, read_log
 
 STATS = GRADS_STATS
 OPTIONAL = ("norm_after",)  # runs written before it existed: read as empty
@@ -95,7 +96,7 @@ def plot_layers(
     """
     from matplotlib import colormaps
 
-    from gradlab.plots import check_plot_path, new_figure, save_figure
+    from gradlab.study.figures import check_plot_path, new_figure, save_figure
 
     target = None if out is None else check_plot_path(out)
     fig = new_figure(13, 4.8)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gradlab.reading import CompareError
+from gradlab.errors import CompareError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,7 +26,7 @@ def check_plot_path(path: str | Path) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise CompareError(f"--plot {path}: unsupported format; use .png, .pdf or .svg")
+        raise CompareError(f"{path}: unsupported format; use .png, .pdf or .svg", about="path")
     return path
 
 

@@ -9,8 +9,9 @@ import json
 import re
 from typing import Any
 
-from gradlab.config import _show, load_yaml
 from gradlab.errors import ConfigError
+from gradlab.schema import show
+from gradlab.yamlfile import load_yaml
 
 MAX_NAME = 100
 _HYDRA_SWEEP = re.compile(r"^\s*(choice|range|interval|glob|tag)\(")
@@ -42,7 +43,7 @@ def split_values(text: str, where: str) -> list[Any]:
         current += ch
     parts.append(current)
     if quote or depth:
-        raise ConfigError(f"{where}: an unmatched quote or bracket in {_show(text)}")
+        raise ConfigError(f"{where}: an unmatched quote or bracket in {show(text)}")
     if any(not p.strip() for p in parts):
         raise ConfigError(f"{where}: expected values separated by commas, e.g. 0.1,0.5")
     return [load_yaml(p, where) for p in parts]
@@ -54,7 +55,7 @@ def parse_grid_option(item: str) -> tuple[str, list[Any]]:
     key = key.strip()
     if not sep or not key or not text.strip():
         raise ConfigError(
-            f"--grid {_show(item)}: expected KEY=VALUE1,VALUE2,..., e.g. optim.lr=0.1,0.5"
+            f"--grid {show(item)}: expected KEY=VALUE1,VALUE2,..., e.g. optim.lr=0.1,0.5"
         )
     return key, split_values(text, f"--grid {key}")
 
@@ -125,7 +126,7 @@ def grid_axes(value: Any, where: str) -> dict[str, list[Any]]:
         if not isinstance(values, list) or not values:
             raise ConfigError(
                 f"{where}.{str(key)[:100]}: expected a non-empty list of values (or "
-                f"'v1,v2,...'), got {_show(values)}"
+                f"'v1,v2,...'), got {show(values)}"
             )
         axes[str(key)] = values
     return axes
@@ -141,7 +142,7 @@ def seed_list(value: Any, where: str) -> list[int] | None:
         or not value
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
     ):
-        raise ConfigError(f"{where}: expected a list of whole numbers >= 0, got {_show(value)}")
+        raise ConfigError(f"{where}: expected a list of whole numbers >= 0, got {show(value)}")
     if len(set(value)) < len(value):
         repeated = sorted({s for s in value if value.count(s) > 1})
         raise ConfigError(f"{where}: {repeated} appear more than once; list each seed once")

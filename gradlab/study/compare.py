@@ -1,8 +1,8 @@
 """Run folders -> the comparison table: one row per run or per experiment (mean, std and
 confidence interval over its seeds), sorted, with tests against a baseline. Pure pandas:
 never imports torch, so it starts fast. Reading run folders lives in
-:mod:`gradlab.reading`, the baseline and its tests in :mod:`gradlab.baseline`, the
-statistics in :mod:`gradlab.stats`, rendering in :mod:`gradlab.exports`.
+:mod:`gradlab.study.reading`, the baseline and its tests in :mod:`gradlab.study.baseline`, the
+statistics in :mod:`gradlab.study.stats`, rendering in :mod:`gradlab.study.exports`.
 
 Python API::
 
@@ -21,16 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from gradlab.reading import (  # noqa: F401  (the public names of compare)
-    IDENTITY,
-    METRICS,
-    STATUS,
-    CompareError,
-    is_observation,
-    load_evals,
-    load_runs,
-    load_steps,
-)
+from gradlab.errors import CompareError
+from gradlab.study.reading import IDENTITY, METRICS, STATUS, is_observation, load_runs
 
 DEFAULT_SORT = "final_test_accuracy"
 # shown by default: every summary metric but the speed, which follows the machine's load
@@ -86,13 +78,13 @@ def group_runs(df: pd.DataFrame, level: float = DEFAULT_CI) -> pd.DataFrame:
     """Runs of the same experiment (:mod:`gradlab.identity`) become one row.
 
     Only observations count (completed runs, one per seed: see
-    :func:`gradlab.reading.is_observation`): every measurement column holds their mean,
+    :func:`gradlab.study.reading.is_observation`): every measurement column holds their mean,
     ``<column>.std`` the sample standard deviation, ``<column>.ci_low`` / ``.ci_high`` the
     Student t interval at ``level`` (empty for fewer than two), ``n`` their number and
     ``seed`` their seeds. ``status`` counts every member (``4 completed, 1 duplicate``);
     other columns hold the members' value, or their values joined by ``|`` when they differ.
     """
-    from gradlab.stats import t_quantile_array
+    from gradlab.study.stats import t_quantile_array
 
     metrics = metric_columns(df)
     observed = is_observation(df)
@@ -167,6 +159,15 @@ def default_ascending(column: str) -> bool:
     return "loss" in column or "grad_norm" in column or column == "epsilon"
 
 
+def check_ci(ci: float) -> float:
+    """``ci`` when it is a confidence level, in (0, 1); else a CompareError."""
+    if isinstance(ci, bool) or not (isinstance(ci, (int, float)) and 0 < ci < 1):
+        raise CompareError(
+            f"ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95", argument="ci"
+        )
+    return ci
+
+
 def comparison(
     runs: pd.DataFrame | str | Path | Iterable[str | Path],
     group: bool | None = None,
@@ -194,7 +195,7 @@ def comparison(
             (``optim.lr=0.1``, ``edits=none``, several joined by commas). Adds
             ``delta.<metric>``; grouped, also its interval, ``p_value``, ``p_adjusted``
             (Holm), ``test`` (paired or welch), ``n_pairs`` and ``seeds_needed``
-            (see :mod:`gradlab.baseline`).
+            (see :mod:`gradlab.study.baseline`).
         test_metric: the metric the baseline is compared on (default: ``sort_by``).
         ci: the level of every confidence interval, in (0, 1).
         columns: exactly these columns (any column: metrics, config keys, ``edits``,
@@ -207,10 +208,9 @@ def comparison(
     Raises:
         CompareError: no runs, an unknown column, a bad level or baseline.
     """
-    from gradlab.baseline import TEST_COLUMNS, add_tests, select_baseline
+    from gradlab.study.baseline import TEST_COLUMNS, add_tests, select_baseline
 
-    if not (isinstance(ci, (int, float)) and 0 < ci < 1):
-        raise CompareError(f"--ci {ci}: the confidence level must be between 0 and 1, e.g. 0.95")
+    check_ci(ci)
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(_as_paths(runs))
     if df.empty:
         raise CompareError("no runs to compare")
@@ -227,17 +227,18 @@ def comparison(
     if baseline is not None:  # the test columns exist once the baseline is chosen
         metric = test_metric or sort_by
         choosable += [f"delta.{metric}", *TEST_COLUMNS]
-    for flag, names in (
-        ("--metrics", metrics),
-        ("--sort-by", [sort_by]),
-        ("--columns", columns),
-        ("--drop", drop),
+    for argument, names in (
+        ("metrics", metrics),
+        ("sort_by", [sort_by]),
+        ("columns", columns),
+        ("drop", drop),
     ):
-        allowed = table.columns if flag in ("--metrics", "--sort-by") else choosable
+        allowed = table.columns if argument in ("metrics", "sort_by") else choosable
         bad = [c for c in names or () if c not in allowed]
         if bad:
             raise CompareError(
-                f"{flag} {bad[0]!r}: unknown column; columns: {', '.join(choosable)}"
+                f"{argument} {bad[0]!r}: unknown column; columns: {', '.join(choosable)}",
+                argument=argument,
             )
 
     differing = [
@@ -268,11 +269,13 @@ def comparison(
     if baseline is not None:
         metric = test_metric or sort_by
         if metric not in metric_columns(df):
-            flag = "--test-metric" if test_metric else "--sort-by"
-            hint = "" if test_metric else "; choose one with --test-metric"
+            argument = "test_metric" if test_metric else "sort_by"
+            hint = "" if test_metric else "; choose one with test_metric"
             raise CompareError(
-                f"{flag} {metric!r}: the baseline is compared on a metric{hint}; metrics: "
-                + ", ".join(metric_columns(df))
+                f"{argument} {metric!r}: the baseline is compared on a metric{hint}; metrics: "
+                + ", ".join(metric_columns(df)),
+                argument=argument,
+                mentions=() if test_metric else ("test_metric",),
             )
         reference = select_baseline(table, baseline)
         added = add_tests(table, df, reference, metric, grouped, ci)
@@ -284,13 +287,19 @@ def comparison(
         shown[anchor + 1 : anchor + 1] = added
         table.attrs["baseline"] = reference
     elif test_metric is not None:
-        raise CompareError("--test-metric needs --baseline (the group to compare against)")
+        raise CompareError(
+            "test_metric needs baseline (the group to compare against)",
+            argument="test_metric",
+            mentions=("baseline",),
+        )
     dropped = set(with_companions(drop or ())) | {
         f"{c}{s}" for c in drop or () if c.startswith("delta.") for s in _SUFFIXES
     }
     shown = [c for c in dict.fromkeys(shown) if c not in dropped]
     if all(c in ("run", "name", "seed") for c in shown):
-        raise CompareError("--drop: every column was dropped; keep at least one to show")
+        raise CompareError(
+            "drop: every column was dropped; keep at least one to show", argument="drop"
+        )
     if only_changed:  # a metric goes with its companions
         base = {c: c.removesuffix(_suffix(c)) if c.endswith(_SUFFIXES) else c for c in shown}
         shown = [
@@ -298,6 +307,7 @@ def comparison(
         ]
     out = table[shown].copy()
     out.attrs.update(
+        runs=len(df),
         grouped=grouped,
         ci=ci,
         baseline=table.attrs.get("baseline"),

@@ -4,12 +4,9 @@ repeat another, names shared by different experiments."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gradlab.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gradlab.plan import PlannedRun, Sweep
+from gradlab.sweeps.spec import PlannedRun, Sweep
 
 
 def grouped_problems(problems: list[tuple[str, int, str]]) -> str:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from gradlab.layout import Line
+from gradlab.study.layout import Line
 
 console = Console()
 err_console = Console(stderr=True)
@@ -158,7 +158,7 @@ _STYLES = {"title": "bold", "header": "bold", "rule": "dim", "note": "dim", "con
 
 
 def print_lines(lines: list[Line]) -> None:
-    """Lines from :mod:`gradlab.layout`: styled on a terminal, plain text on a pipe."""
+    """Lines from :mod:`gradlab.study.layout`: styled on a terminal, plain text on a pipe."""
     if not console.is_terminal:
         sys.stdout.write("".join(line.text + "\n" for line in lines))
         sys.stdout.flush()
@@ -172,10 +172,6 @@ def print_lines(lines: list[Line]) -> None:
             crop=False,
             highlight=False,
         )
-
-
-def lines_text(lines: list[Line]) -> str:
-    return "".join(line.text + "\n" for line in lines)
 
 
 def print_warning(message: str) -> None:
@@ -236,7 +232,7 @@ def print_gradcheck(report: dict[str, Any]) -> None:
 def print_inspection(run: Any, layers: Any, alerts: Any, width: int | None = None) -> None:
     """Per-layer first/last/min/max table and the alerts of one run, fitted to the width
     (numbers whole, in 4 significant digits)."""
-    from gradlab import layout
+    from gradlab.study import layout
 
     width = table_width(width)
     headers = ["param", "stat", "first", "last", "min", "max", "max at step"]

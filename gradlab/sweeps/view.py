@@ -6,13 +6,11 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gradlab.config import set_by_path
 from gradlab.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gradlab.plan import Sweep
+from gradlab.sweeps.spec import Sweep
 
 
 def describe(sweep: Sweep, folder: Path | None = None) -> str:

@@ -2,11 +2,11 @@
 from the network) with the comparison table and its statistics, the plots, each group's
 per-layer gradient health, its config and command lines, and the versions that ran.
 
-The table's cells are :func:`gradlab.exports.display`'s, so the report shows what
+The table's cells are :func:`gradlab.study.exports.display`'s, so the report shows what
 ``gradlab compare`` prints. Pure pandas and matplotlib: never imports torch or rich.
 
-The parts: :mod:`gradlab.report_page` (the page template and HTML building blocks),
-:mod:`gradlab.report_table` (the comparison table) and :mod:`gradlab.report_health` (each
+The parts: :mod:`gradlab.report.page` (the page template and HTML building blocks),
+:mod:`gradlab.report.table` (the comparison table) and :mod:`gradlab.report.health` (each
 group's gradient health); this module puts them together with the plots, the configs,
 command lines and versions read from the run folders.
 """
@@ -22,30 +22,11 @@ from typing import Any
 import pandas as pd
 
 import gradlab
-from gradlab.errors import GradlabError, RunFolderError
-from gradlab.reading import SWEEP_FILE, CompareError
-from gradlab.report_health import (
-    DEAD_HINT,  # noqa: F401 (public in report)
-    HEALTH,  # noqa: F401 (public in report)
-    health_section,
-    layer_health,  # noqa: F401 (public in report)
-)
-from gradlab.report_page import (
-    PAGE,
-    SVG_LIMIT,  # noqa: F401 (public in report)
-    count,
-    esc,
-    figure,
-    figure_uri,
-    section,
-    swatch,
-)
-from gradlab.report_table import (
-    TEXT_COLUMNS,  # noqa: F401 (public in report)
-    WIDE,  # noqa: F401 (public in report)
-    comparison_table,
-)
-from gradlab.runlog import CONFIG_FILE, read_json, read_meta, write_text_atomically
+from gradlab.errors import CompareError, GradlabError, RunFolderError
+from gradlab.report.health import health_section
+from gradlab.report.page import PAGE, count, esc, figure, figure_uri, section, swatch
+from gradlab.report.table import comparison_table
+from gradlab.runlog import CONFIG_FILE, SWEEP_FILE, read_json, read_meta, write_text_atomically
 from gradlab.yamlfile import read_small_text_file
 
 VERSIONS = (
@@ -85,7 +66,7 @@ def write_report(
         write_text_atomically(out, text)
     except OSError as exc:
         reason = " ".join(str(exc.strerror or exc).split())
-        raise CompareError(f"--output {out}: cannot write ({reason})") from None
+        raise CompareError(f"{out}: cannot write ({reason})", about="out") from None
     return out
 
 
@@ -101,19 +82,19 @@ def build_report(
     """The HTML text of the report on a comparison table.
 
     Args:
-        table: from :func:`gradlab.compare.comparison` (``attrs["paths"]`` names each
+        table: from :func:`gradlab.study.compare.comparison` (``attrs["paths"]`` names each
             row's runs).
         spread: what ± shows in the table: ``ci`` or ``std`` (as in ``gradlab compare``).
         power: show ``seeds_needed``.
-        panels: the plot's panels: names from :data:`gradlab.plots.PANELS` (a list, or
-            one comma-separated string); None = :data:`gradlab.plots.DEFAULT_PANELS`.
+        panels: the plot's panels: names from :data:`gradlab.study.plots.PANELS` (a list, or
+            one comma-separated string); None = :data:`gradlab.study.plots.DEFAULT_PANELS`.
         title: the page's title; None = the sweep's name, when the runs come from one.
         command: the command line that made the report, shown in its header.
     """
-    from gradlab.plots import check_panels
+    from gradlab.study.plots import check_panels
 
     if spread not in ("ci", "std"):
-        raise CompareError(f"--spread {spread!r}: use ci or std")
+        raise CompareError(f"spread {spread!r}: use ci or std", argument="spread")
     panels = None if panels is None else check_panels(panels)  # None: plot_comparison's
     paths = [[str(p) for p in row] for row in table.attrs.get("paths") or [[]] * len(table)]
     runs = [p for row in paths for p in row]
@@ -170,7 +151,7 @@ def _baseline(table: pd.DataFrame) -> int | None:
 
 def _labels_and_colors(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Each row's legend label and colour (#rrggbb), as in the plots."""
-    from gradlab.labels import row_colors, row_labels
+    from gradlab.study.labels import row_colors, row_labels
 
     return [str(label) for label in row_labels(table)], [str(c) for c in row_colors(table)]
 
@@ -179,7 +160,7 @@ def _labels_and_colors(table: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def _plots(table: pd.DataFrame, panels: str | list[str] | None) -> str:
-    from gradlab.plots import plot_comparison
+    from gradlab.study.plots import plot_comparison
 
     try:
         uri = figure_uri(plot_comparison(table, None, panels=panels))

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.compare import is_config_column
 from gradlab.identity import IGNORED
+from gradlab.study.compare import is_config_column
 
 _TAB10 = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",

@@ -31,32 +31,30 @@ import itertools
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gradlab.config import (
-    _NAME_PATTERN,
+    NAME_PATTERN,
     Config,
-    _show,
     config_from_dict,
     parse_override,
     read_yaml_mapping,
     set_by_path,
 )
+from gradlab.environment import resolved_setup
 from gradlab.errors import ConfigError
-from gradlab.plan_checks import check_names, check_no_duplicates, grouped_problems
-from gradlab.plan_view import describe  # noqa: F401  (public through the plan)
-from gradlab.sweepsyntax import (  # noqa: F401  (public through the plan)
+from gradlab.schema import show
+from gradlab.sweeps.checks import check_names, check_no_duplicates, grouped_problems
+from gradlab.sweeps.spec import PlannedRun, Sweep
+from gradlab.sweeps.syntax import (
     MAX_NAME,
     grid_axes,
     name_hash,
     parse_grid_option,
     run_name,
     seed_list,
-    short_keys,
-    split_values,
-    value_text,
 )
 
 SWEEP_KEYS = ("name", "base", "set", "list", "grid", "seeds")
@@ -64,52 +62,6 @@ ENTRY_KEYS = ("grid", "seeds")  # the keys of a list entry that are not config o
 MAX_RUNS = 10_000
 """The most runs a sweep may expand to unless ``--max-runs`` raises it (counted before
 anything is expanded)."""
-
-
-@dataclass
-class PlannedRun:
-    """One run of a sweep: its overrides on top of the base and its resolved config.
-
-    ``hash`` is the experiment's key (:mod:`gradlab.identity`), the same for every seed:
-    a run is done when a completed run of the same experiment and seed is in the folder.
-    ``varies`` holds the grid values that name it (key -> value).
-    """
-
-    index: int
-    name: str
-    seed: int
-    overrides: dict[str, Any]
-    config: dict[str, Any]  # resolved (plain data)
-    hash: str
-    status: str = "pending"  # pending, running, done, failed, diverged, skipped, interrupted
-    folder: str | None = None  # the run folder's name, inside the sweep folder
-    error: str | None = None
-    entry: int = 0
-
-
-@dataclass
-class Sweep:
-    name: str
-    source: str
-    runs: list[PlannedRun] = field(default_factory=list)
-    write_error: str | None = None  # the last failure to write sweep.json, if any
-    shape: str = ""  # how the runs were counted, for --dry-run
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "runs": [{k: v for k, v in asdict(r).items() if k != "config"} for r in self.runs],
-        }
-
-
-# --------------------------------------------------------------------------- values
-
-
-# --------------------------------------------------------------------------- names
-
-
-# --------------------------------------------------------------------------- expansion
 
 
 def load_sweep(
@@ -248,12 +200,12 @@ def _load_sweep(
     unknown = [k for k in raw if k not in SWEEP_KEYS]
     if unknown:
         raise ConfigError(
-            f"{path}: unknown key {_show(unknown[0])}; valid keys: {', '.join(SWEEP_KEYS)}"
+            f"{path}: unknown key {show(unknown[0])}; valid keys: {', '.join(SWEEP_KEYS)}"
         )
     name = raw.get("name") or path.stem
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name) or len(name) > MAX_NAME:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or len(name) > MAX_NAME:
         raise ConfigError(
-            f"{path}: name: {_show(name)} is not a valid sweep name; it must start with a "
+            f"{path}: name: {show(name)} is not a valid sweep name; it must start with a "
             "letter or digit and use only letters, digits, '.', '_', '-', '=', '+' (at most 100)"
         )
     base = raw.get("base", {})
@@ -272,8 +224,6 @@ def _load_sweep(
             f"{max_runs:,}; raise it with --max-runs if you mean it"
         )
     points = _named_points(entries)
-
-    from gradlab.train import resolved_setup
 
     sweep = Sweep(name=name, source=str(path), shape=_shape(entries, name))
     problems: list[tuple[str, int, str]] = []
@@ -312,7 +262,7 @@ def _named_points(entries: list[_Entry]) -> list[tuple[_Entry, dict[str, Any]]]:
     """Every entry's grid points as overrides, each with its run name. Names the rule made
     (an entry's name and what varies) that two points would share (values that read the
     same, names cut at 100 characters) get a stable hash suffix instead of colliding;
-    names the user gave that collide are left for :func:`gradlab.plan_checks.check_names` to refuse."""
+    names the user gave that collide are left for :func:`gradlab.sweeps.checks.check_names` to refuse."""
     points = []
     for entry in entries:
         axes = entry.grid

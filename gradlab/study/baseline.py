@@ -8,7 +8,7 @@ Grouped, each other row gets, on the compared metric (group minus baseline):
 ``delta.<metric>`` with its interval ``.ci_low`` / ``.ci_high``, ``p_value``,
 ``p_adjusted`` (Holm-Bonferroni over the rows tested), ``test`` (``paired`` when both rows
 ran the same seeds, else ``welch``), ``n_pairs`` and ``seeds_needed`` (see
-:mod:`gradlab.stats`). Ungrouped, only ``delta.<metric>``.
+:mod:`gradlab.study.stats`). Ungrouped, only ``delta.<metric>``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.reading import CompareError, is_observation
+from gradlab.errors import CompareError
+from gradlab.study.reading import is_observation
 
 TEST_COLUMNS = ("p_value", "p_adjusted", "test", "n_pairs", "seeds_needed")
 _SELECTOR = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=(.*)$")
@@ -91,8 +92,9 @@ def select_baseline(table: pd.DataFrame, spec: str) -> int:
         for key, wanted in selectors:
             if key not in table.columns:
                 raise CompareError(
-                    f"--baseline {spec!r}: no column {key!r}; use a config key (optim.lr), "
-                    "name, edits, dataset or run"
+                    f"baseline {spec!r}: no column {key!r}; use a config key (optim.lr), "
+                    "name, edits, dataset or run",
+                    argument="baseline",
                 )
             mask &= table[key].map(lambda v, w=wanted: _matches(v, w))
     matches = table.index[mask]
@@ -100,17 +102,17 @@ def select_baseline(table: pd.DataFrame, spec: str) -> int:
         return int(matches[0])
     if len(matches) == 0:
         names = ", ".join(dict.fromkeys(str(n) for n in table["name"]))
-        raise CompareError(f"--baseline {spec!r} matches no row; names: {names}")
+        raise CompareError(f"baseline {spec!r} matches no row; names: {names}", argument="baseline")
     candidates = "; ".join(_describe(table, i) for i in matches[:6])
     more = f"; and {len(matches) - 6} more" if len(matches) > 6 else ""
     hint = (
-        "narrow it with selectors over the columns that differ, e.g. "
-        "--baseline 'name=baseline,optim.lr=0.1'"
+        "narrow it with selectors over the columns that differ, e.g. 'name=baseline,optim.lr=0.1'"
         if "members" in table
         else "name one run folder, or add seed=N to the selectors"
     )
     raise CompareError(
-        f"--baseline {spec!r} matches {len(matches)} rows: {candidates}{more}; {hint}"
+        f"baseline {spec!r} matches {len(matches)} rows: {candidates}{more}; {hint}",
+        argument="baseline",
     )
 
 
@@ -156,7 +158,7 @@ def add_tests(
     table[delta] = table[metric] - table.at[reference, metric]
     if not grouped:
         return [delta]
-    from gradlab.stats import compare_to_baseline, holm
+    from gradlab.study.stats import compare_to_baseline, holm
 
     base = _per_seed(df, table.at[reference, "members"], metric)
     results: dict[str, list[Any]] = {k: [] for k in ("ci_low", "ci_high", *TEST_COLUMNS, "delta")}

@@ -10,10 +10,10 @@ from typing import Any
 import pandas as pd
 
 from gradlab.errors import GradlabError
-from gradlab.inspection import layer_table, load_alerts, load_grads
-from gradlab.numbers import column_format
-from gradlab.report_page import count, esc, figure, figure_uri
+from gradlab.report.page import count, esc, figure, figure_uri
 from gradlab.runlog import GRADS_FILE
+from gradlab.study.inspection import layer_table, load_alerts, load_grads
+from gradlab.study.numbers import column_format
 
 HEALTH = {  # column of layer_health: (statistic of grads.csv, value over the run)
     "norm_first": ("norm", "first"),
@@ -55,7 +55,7 @@ def health_section(paths: list[str], title: str) -> str:
             f'<p class="muted">per parameter, mean over {count(len(frames), "run")}; checks '
             f"at steps {steps[0]:g} to {steps[-1]:g} ({count(len(steps), 'check')})</p>"
         )
-        parts.append(_health_table(health))
+        parts.append(health_table(health))
         parts.append(figure(_layer_figure(frames), title))
     parts += [f'<p class="notes">no gradient statistics: {esc(m)}</p>' for m in missing]
     if frames:  # without diagnostics, no alert could fire: "none" would say too much
@@ -77,7 +77,8 @@ def layer_health(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(per_run).groupby(level=0, sort=False).mean()
 
 
-def _health_table(health: pd.DataFrame) -> str:
+def health_table(health: pd.DataFrame) -> str:
+    """The HTML table of :func:`layer_health`'s figures, one precision per column."""
     formats = {  # one precision per column of the table, as in the comparison
         key: column_format(health[list(columns)].to_numpy().ravel().tolist())
         for key, columns in HEALTH_COLUMNS.items()

@@ -1,29 +1,27 @@
-"""Sweeps: run the planned runs of a sweep file (:mod:`gradlab.plan`) in parallel (local
-processes or Ray, see :mod:`gradlab.executors`), resume what is already done, and record it
-all in ``sweep.json``."""
+"""Running a sweep: its planned runs (:mod:`gradlab.sweeps.plan`) in parallel, in local
+worker processes (:mod:`gradlab.sweeps.local`) or Ray tasks
+(:mod:`gradlab.sweeps.ray_executor`); what is already done is resumed, all of it is recorded
+in ``sweep.json``, and Ctrl-C, SIGTERM and SIGHUP stop it cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from gradlab.errors import GradlabError
-from gradlab.executors import Event, run_local
 from gradlab.identity import run_experiment_key
-from gradlab.plan import (  # noqa: F401  (the sweep's public names)
-    MAX_RUNS,
-    PlannedRun,
-    Sweep,
-    describe,
-    load_sweep,
-)
-from gradlab.runlog import read_config, read_meta, read_summary, write_json
+from gradlab.runlog import SWEEP_FILE, read_config, read_meta, read_summary, write_json
+from gradlab.sweeps.local import run_local
+from gradlab.sweeps.spec import PlannedRun, Sweep
+from gradlab.sweeps.worker import Event
 
-SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"
 
 
@@ -72,7 +70,7 @@ def previous_record(sweep_dir: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- the sweep
 
 
-def execute(
+def run_sweep(
     sweep: Sweep,
     runs_dir: str | Path = "runs",
     executor: str = "local",
@@ -83,28 +81,69 @@ def execute(
     shared_dir: bool | None = None,
 ) -> Path:
     """Run a sweep into ``<runs_dir>/<sweep name>/``, skipping completed runs unless
-    ``rerun``; keeps ``sweep.json`` there up to date. Returns the sweep folder.
+    ``rerun``; keeps ``sweep.json`` there up to date. Returns the sweep folder; each run's
+    ``status``, ``folder`` and ``error`` in ``sweep.runs`` say how it ended.
 
-    ``shared_dir`` (Ray): None = detect whether the tasks see the sweep folder, True =
-    require it, False = always copy the finished run folders back (see
-    :mod:`gradlab.ray_executor`).
+    ``executor``: ``local`` (``jobs`` worker processes, default one per core) or ``ray``
+    (``address``: a cluster, default a local Ray). ``shared_dir`` (Ray): None = detect
+    whether the tasks see the sweep folder, True = require it, False = always copy the
+    finished run folders back (see :mod:`gradlab.sweeps.ray_executor`).
 
     ``on_event(kind, run)`` hears ``skip`` (already completed), ``start`` and ``done`` (the
     run's ``status`` then says how it ended).
 
+    Ctrl-C (SIGINT), SIGTERM and SIGHUP stop the sweep cleanly, in the main thread: nothing
+    new starts, the running runs finish their step and end ``interrupted`` with everything
+    they logged, the queued ones are recorded as not started; then it returns with
+    ``sweep.signal`` set to the signal's name (the CLI exits with 128 + its number).
+
     Raises:
-        KeyboardInterrupt: after recording the interrupted and not-started runs.
+        GradlabError: the sweep folder cannot be created or locked (another sweep runs in it).
     """
     sweep_dir = Path(runs_dir) / sweep.name
+    with _stop_signals() as stopped_by:
+        try:
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise GradlabError(
+                    f"cannot create the sweep folder {sweep_dir}: {exc.strerror}"
+                ) from None
+            lock = lock_sweep_folder(sweep_dir)
+            try:
+                _execute(sweep, sweep_dir, executor, jobs, address, rerun, on_event, shared_dir)
+            finally:
+                lock.close()
+        except KeyboardInterrupt:
+            stopped_by.append("SIGINT")
+    sweep.signal = stopped_by[0] if stopped_by else None
+    return sweep_dir
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[str]]:
+    """SIGTERM and SIGHUP end the sweep as Ctrl-C does (a KeyboardInterrupt, the first one
+    only: the runs are stopping); Ctrl-C raises even where the process inherited it
+    ignored. Yields the list that records the first stop signal's name. Outside the main
+    thread signals cannot be handled here: nothing changes."""
+    stopped_by: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped_by
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        if not stopped_by:
+            stopped_by.append(signal.Signals(signum).name)
+            raise KeyboardInterrupt
+
+    handlers: dict[int, Any] = {signal.SIGINT: signal.default_int_handler}
+    handlers.update({s: stop for s in (signal.SIGTERM, signal.SIGHUP)})
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
     try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GradlabError(f"cannot create the sweep folder {sweep_dir}: {exc.strerror}") from None
-    lock = lock_sweep_folder(sweep_dir)
-    try:
-        return _execute(sweep, sweep_dir, executor, jobs, address, rerun, on_event, shared_dir)
+        yield stopped_by
     finally:
-        lock.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def lock_sweep_folder(sweep_dir: Path):
@@ -195,7 +234,7 @@ def _execute(
     try:
         if todo:
             if executor == "ray":
-                from gradlab.ray_executor import run_ray
+                from gradlab.sweeps.ray_executor import run_ray
 
                 run_ray(todo, sweep_dir, address, jobs, notify("start"), notify("done"), shared_dir)
             else:

@@ -1,7 +1,7 @@
-"""Where sweep runs execute: worker processes on this machine, or Ray tasks.
+"""Sweep runs in worker processes on this machine (spawned, one run at a time each).
 
-Both call :func:`run_one`, which never raises for a failing run, and report each run's start
-and end through callbacks so the sweep can show progress and keep ``sweep.json`` current.
+A worker that dies fails (or, while the sweep stops, interrupts) only its own run; Ctrl-C
+and the stop signals end the running runs cleanly (see :func:`run_local`).
 """
 
 from __future__ import annotations
@@ -10,135 +10,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from gradlab.config import Config, config_from_dict
-from gradlab.errors import GradlabError
-
-if TYPE_CHECKING:
-    from gradlab.plan import PlannedRun
-
-
-# --------------------------------------------------------------------------- one run
-
-
-def run_one(
-    config: dict[str, Any],
-    sweep_dir: str,
-    threads: int | None = None,
-    folder: str | None = None,
-    command: list[str] | None = None,
-) -> dict[str, Any]:
-    """Train one run of a sweep (in a worker process or a Ray task) into ``folder``, an
-    empty run folder the sweep claimed for it (so that it knows the folder even if this
-    process dies). ``command``: the sweep's command line, recorded in meta.json (default:
-    this process's ``sys.argv``, which in a Ray worker is Ray's, not the sweep's).
-
-    Never raises for a failing run: a problem found before training (missing data, no such
-    device) still gets a run folder whose summary says failed, with the error.
-    """
-    import torch
-
-    from gradlab.train import train
-
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = config_from_dict(config)
-    run_folder = Path(folder) if folder else None
-    try:
-        result = train(cfg, sweep_dir, command=command, run_folder=run_folder)
-        return {
-            "status": result.summary["status"],
-            "folder": result.path.name,
-            "error": result.summary.get("error"),
-        }
-    except GradlabError as exc:
-        return record_failure(cfg, sweep_dir, str(exc), run_folder)
-    except Exception as exc:  # noqa: BLE001 - a bug: still recorded, the others go on
-        return record_failure(cfg, sweep_dir, f"{type(exc).__name__}: {exc}", run_folder)
-
-
-def record_failure(
-    cfg: Config,
-    sweep_dir: str | Path,
-    error: str,
-    folder: Path | None = None,
-    status: str = "failed",
-) -> dict[str, Any]:
-    """Make ``folder`` (or a new run folder) say that its run ended as ``status`` (failed, or
-    interrupted) with ``error``: its config and a minimal meta.json when the run never
-    wrote them, and a summary with what the run logged, unless the run already ended with a
-    summary of its own (which then stands)."""
-    from gradlab.reading import figures_from_logs
-    from gradlab.runlog import (
-        CONFIG_FILE,
-        SUMMARY_FILE,
-        RunWriter,
-        create_run_folder,
-        read_summary,
-        write_json,
-    )
-    from gradlab.train import resolved_setup
-
-    folder = folder if folder is not None else create_run_folder(sweep_dir, cfg.name)
-    if not (folder / CONFIG_FILE).exists():
-        setup = resolved_setup(cfg)
-        meta = {
-            "experiment_hash": cfg.experiment_hash(setup),
-            "seed": cfg.seed,
-            "device": setup["device"],
-            "amp": {"dtype": setup["amp"], "grad_scaler": setup["grad_scaler"]},
-            "engine": setup["engine"],
-        }
-        RunWriter.create(sweep_dir, cfg.name, cfg.to_yaml(), meta, ["step"], folder=folder).close()
-    try:
-        previous = read_summary(folder).get("status")
-    except GradlabError:
-        previous = None
-    if previous in (None, "running"):
-        summary = {"steps": 0, **figures_from_logs(folder), "status": status, "error": error}
-        write_json(folder / SUMMARY_FILE, summary)
-        return {"status": status, "folder": folder.name, "error": error}
-    return {"status": previous, "folder": folder.name, "error": None}
-
-
-def _claim_folder(sweep_dir: Path, run: PlannedRun) -> Path:
-    from gradlab.runlog import create_run_folder
-
-    folder = create_run_folder(sweep_dir, run.name)
-    run.folder = folder.name
-    return folder
-
-
-def _record(run: PlannedRun, result: dict[str, Any], on_done: Event) -> None:
-    run.status = "done" if result["status"] == "completed" else result["status"]
-    run.folder, run.error = result.get("folder") or run.folder, result.get("error")
-    on_done(run)
-
-
-_STOP_SIGNALS = {"SIGINT", "SIGTERM", "SIGHUP"}
-
-
-def _died(
-    run: PlannedRun, sweep_dir: Path, why: str, signal_name: str | None = None, stopping=False
-) -> dict[str, Any]:
-    """The result of a run whose process died: its folder says so (unless the run had
-    already written a final summary). Killed by a stop signal, or while the sweep was
-    being stopped, the run was interrupted; otherwise it failed. Never raises: a folder
-    that cannot be written (a full disk) leaves only the sweep's record."""
-    status = "interrupted" if stopping or signal_name in _STOP_SIGNALS else "failed"
-    folder = sweep_dir / run.folder if run.folder else None
-    try:
-        return record_failure(config_from_dict(run.config), sweep_dir, why, folder, status)
-    except Exception as exc:  # noqa: BLE001 - the record is all that is left
-        return {"status": status, "folder": run.folder, "error": f"{why}; and {exc}"}
-
-
-# --------------------------------------------------------------------------- local workers
-
-Event = Callable[["PlannedRun"], None]
+from gradlab.sweeps.spec import PlannedRun
+from gradlab.sweeps.worker import Event, claim_folder, died, record_result, run_one
 
 
 def _worker_main(conn, threads: int, parent: int) -> None:
@@ -249,18 +124,18 @@ def run_local(
             del busy[worker]
             if result is None:  # the process died: only its run fails (or was interrupted)
                 why, killed_by = worker.death()
-                result = _died(run, sweep_dir, why, killed_by, stopping)
+                result = died(run, sweep_dir, why, killed_by, stopping)
                 worker.stop(timeout=0)
             else:
                 idle.append(worker)
-            _record(run, result, on_done)
+            record_result(run, result, on_done)
 
     try:
         while queue or busy:
             while queue and len(busy) < jobs:
                 run = queue.pop(0)
                 worker = idle.pop() if idle else _Worker(context, threads)
-                folder = _claim_folder(sweep_dir, run)
+                folder = claim_folder(sweep_dir, run)
                 worker.conn.send((run.config, str(sweep_dir), threads, str(folder), command))
                 busy[worker] = run
                 on_start(run)
@@ -279,7 +154,7 @@ def run_local(
         for worker, run in list(busy.items()):  # did not stop in time: killed
             worker.process.kill()
             why = "killed: did not stop within two minutes of the sweep being interrupted"
-            _record(run, _died(run, sweep_dir, why, stopping=True), on_done)
+            record_result(run, died(run, sweep_dir, why, stopping=True), on_done)
         busy.clear()
         raise
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradlab.errors import GradlabError, RunFolderError
+from gradlab.errors import RunFolderError
 from gradlab.identity import experiment_key, resolved_from_meta
 from gradlab.runlog import (
     CONFIG_FILE,
@@ -25,13 +25,13 @@ from gradlab.runlog import (
     STALE_SECONDS,
     STEPS_FILE,
     SUMMARY_FILE,
+    SWEEP_FILE,
     read_config,
     read_meta,
     read_summary,
 )
 
 IDENTITY = ["run", "name", "edits", "dataset", "seed"]
-SWEEP_FILE = "sweep.json"
 METRICS = [
     "steps",
     "final_train_loss",
@@ -45,10 +45,6 @@ METRICS = [
     "steps_per_second",
 ]
 STATUS = "status"
-
-
-class CompareError(GradlabError):
-    """Nothing to compare, or a choice (column, baseline) that does not exist."""
 
 
 # --------------------------------------------------------------------------- finding runs

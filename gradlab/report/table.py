@@ -1,5 +1,5 @@
 """The comparison table of a study report, in HTML: the cells of
-:func:`gradlab.exports.display` (what ``gradlab compare`` prints), each row keyed by its
+:func:`gradlab.study.exports.display` (what ``gradlab compare`` prints), each row keyed by its
 colour, significant rows in bold, the baseline tagged, and the table's notes under it.
 """
 
@@ -9,8 +9,8 @@ import re
 
 import pandas as pd
 
-from gradlab import exports
-from gradlab.report_page import esc, swatch
+from gradlab.report.page import esc, swatch
+from gradlab.study import exports
 
 TEXT_COLUMNS = ("run", "name", "edits", "dataset", "status", "seed", "test")
 WIDE = 12  # columns from which a printed comparison turns its headers upright
@@ -26,7 +26,7 @@ def comparison_table(
     each row's colour and linked to its section), and the notes under it.
 
     Args:
-        table: from :func:`gradlab.compare.comparison`.
+        table: from :func:`gradlab.study.compare.comparison`.
         spread: ``ci`` or ``std``; power: show ``seeds_needed`` (as in ``gradlab compare``).
         colors: one per row (``#rrggbb``).
         baseline: the baseline row's index, or None.

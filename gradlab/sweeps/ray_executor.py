@@ -18,13 +18,11 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from gradlab.errors import GradlabError
-from gradlab.executors import Event, _claim_folder, _died, _record, run_one
-
-if TYPE_CHECKING:
-    from gradlab.plan import PlannedRun
+from gradlab.sweeps.spec import PlannedRun
+from gradlab.sweeps.worker import Event, claim_folder, died, record_result, run_one
 
 PROBE_PREFIX = ".ray-probe-"
 CLIENT_PORT = 10001
@@ -259,7 +257,7 @@ def run_ray(
         task = ray.remote(num_cpus=1, max_retries=0)(train_task)
         refs = {}
         for run in runs:
-            folder = _claim_folder(sweep_dir, run)
+            folder = claim_folder(sweep_dir, run)
             ref = task.remote(run.config, str(sweep_dir), folder.name, str(probe), shared, command)
             refs[ref] = (run, folder)
             on_start(run)
@@ -300,7 +298,7 @@ def _finish(
             if stopping
             else f"the Ray task died ({type(exc).__name__}: {str(exc)[:300]})"
         )
-        _record(run, _died(run, sweep_dir, why, stopping=stopping), on_done)
+        record_result(run, died(run, sweep_dir, why, stopping=stopping), on_done)
         return
     files = result.pop("files", None)
     result.pop("where", None)
@@ -309,5 +307,5 @@ def _finish(
             write_files(folder, files)
         except OSError as exc:
             why = f"the run's files could not be written to {folder}: {exc.strerror or exc}"
-            result = _died(run, sweep_dir, why)
-    _record(run, result, on_done)
+            result = died(run, sweep_dir, why)
+    record_result(run, result, on_done)

@@ -1,0 +1,5 @@
+"""``python -m gradlab.cli``: the ``gradlab`` command."""
+
+from gradlab.cli import main
+
+main()

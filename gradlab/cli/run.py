@@ -1,0 +1,155 @@
+"""The commands about one experiment: ``train``, ``validate``, ``gradcheck``, ``strategies``."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gradlab.cli.common import ConfigArg, SetOption, overrides, user_errors
+from gradlab.errors import GradlabError
+
+EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+
+
+def train(
+    config: ConfigArg,
+    set_: SetOption = None,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where run folders are created.")
+    ] = Path("runs"),
+    name: Annotated[
+        str | None, typer.Option(help="Run name (overrides `name`).", show_default=False)
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="auto, cpu, cuda, cuda:N or mps (overrides `train.device`).", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (overrides `seed`).", show_default=False)
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar; print only the run folder.")
+    ] = False,
+) -> None:
+    """Train one experiment and write its run folder under [bold]runs/[/].
+
+    Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged; interrupted: 130 (Ctrl-C),
+    143 (SIGTERM), 129 (SIGHUP).
+    """
+    from gradlab.config import load_config
+
+    with user_errors():
+        cfg = load_config(config, overrides(set_, name=name, seed=seed, **{"train.device": device}))
+        from gradlab.cli import render
+        from gradlab.train import train as run_training
+
+        if quiet:
+            result = run_training(cfg, runs_dir, on_alert=render.print_alert)
+            typer.echo(str(result.path))
+        else:
+            with render.TrainingProgress(cfg.name[:24]) as progress:
+                result = run_training(
+                    cfg, runs_dir, on_progress=progress, on_alert=render.print_alert
+                )
+            render.print_run_summary(result.path, result.summary)
+    status = result.summary["status"]
+    if status == "failed":
+        trace = result.path / "traceback.txt"
+        where = f" (traceback in {trace})" if trace.exists() and trace.stat().st_size else ""
+        render.print_error(f"the run failed: {result.summary.get('error')}{where}")
+    if status == "interrupted":
+        from gradlab.environment import signal_exit_code
+
+        raise typer.Exit(signal_exit_code(result.summary.get("signal")))
+    raise typer.Exit(EXIT_CODES[status])
+
+
+def validate(config: ConfigArg, set_: SetOption = None) -> None:
+    """Check a config and print it fully resolved (defaults filled in); creates nothing."""
+    from gradlab.config import load_config
+
+    with user_errors():
+        cfg = load_config(config, overrides(set_))
+    typer.echo(cfg.to_yaml(), nl=False)
+
+
+class CheckFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Inputs(str, Enum):
+    dataset = "dataset"
+    random = "random"
+
+
+def gradcheck(
+    config: ConfigArg,
+    set_: SetOption = None,
+    samples: Annotated[int, typer.Option(min=1, help="Examples in the batch.")] = 8,
+    eps: Annotated[float, typer.Option(help="Perturbation of each entry (> 0).")] = 1e-5,
+    entries: Annotated[
+        str, typer.Option(help="Random entries per parameter tensor, or 'all'.")
+    ] = "all",
+    inputs: Annotated[
+        Inputs,
+        typer.Option(help="'dataset' (the first training examples) or 'random' pixels."),
+    ] = Inputs.dataset,
+    fmt: Annotated[
+        CheckFormat, typer.Option("--format", "-f", help="table or json.")
+    ] = CheckFormat.table,
+) -> None:
+    """Check the gradients of every engine against finite differences (float64).
+
+    Relative error ||approx - g|| / (||approx|| + ||g||): <= 1e-5 good, ~1e-3 suspicious,
+    larger wrong. Entries whose +-eps moves some ReLU input across 0 are kinks, counted and
+    left out. Exit 0 when no parameter is suspicious or wrong (and some entry is not a
+    kink), 1 otherwise.
+    """
+    from gradlab.config import load_config
+    from gradlab.gradcheck import check_options
+    from gradlab.gradcheck import gradcheck as run_gradcheck
+
+    with user_errors():
+        if entries != "all" and not (re.fullmatch(r"[0-9]{1,9}", entries) and int(entries) > 0):
+            raise GradlabError(f"--entries {entries!r}: use a positive whole number or 'all'")
+        count = None if entries == "all" else int(entries)
+        check_options(samples, eps, count, inputs.value)  # before any work or output
+        cfg = load_config(config, overrides(set_))
+        from gradlab.cli import render
+
+        if fmt is CheckFormat.table:
+            render.err_console.print(
+                "checking gradients against finite differences ...", highlight=False
+            )
+        report = run_gradcheck(cfg, samples, eps, count, inputs.value)
+    if fmt is CheckFormat.json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        render.print_gradcheck(report)
+    raise typer.Exit(0 if report["passed"] else 1)
+
+
+def strategies() -> None:
+    """List every gradient-editing strategy with its parameters, defaults and description."""
+    from gradlab.cli import render
+    from gradlab.editing import EditParams, param_docs
+    from gradlab.editing import strategies as registry
+
+    rows = [
+        {
+            "family": cls.family,
+            "name": name,
+            "summary": cls.summary,
+            "params": param_docs(cls.Params),
+        }
+        for name, cls in registry().items()
+    ]
+    render.print_strategies(rows, param_docs(EditParams, common=True))
