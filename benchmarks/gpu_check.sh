@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks to run when a GPU is available (`make gpu-check`; a few minutes): the
 # device-dependent tests on CUDA (GRADLAB_TEST_DEVICE=cuda: training, AMP fp16 with a
-# GradScaler, engines, edits, diagnostics, gradcheck, tests/test_cuda.py), a real run, and
+# GradScaler, engines, edits, diagnostics, gradcheck, tests/system/test_cuda.py), a real run, and
 # the CUDA figures of the epoch benchmark. Without a GPU the tests say so in their header
 # and run on the CPU, and the benchmark prints "skipped".
 #
@@ -25,9 +25,9 @@ nvidia-smi -L 2>/dev/null || echo "no nvidia-smi: no NVIDIA GPU on this machine"
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 
 echo "== device-dependent tests (GRADLAB_TEST_DEVICE=cuda)"
-timeout 240 "$PYTHON" -m pytest -p no:cacheprovider -q tests/test_cuda.py tests/test_train.py \
-    tests/test_engines.py tests/test_strategies.py tests/test_editing.py \
-    tests/test_diagnostics.py 2>&1 | tee "$OUT/device-tests.log" | tail -25
+timeout 240 "$PYTHON" -m pytest -p no:cacheprovider -q tests/system/test_cuda.py tests/training/test_train.py \
+    tests/training/test_engines.py tests/training/test_strategies.py tests/training/test_editing.py \
+    tests/training/test_diagnostics.py 2>&1 | tee "$OUT/device-tests.log" | tail -25
 status=$((status || PIPESTATUS[0]))
 
 echo "== gradlab train on the GPU (device auto: fp16 autograd with a GradScaler)"

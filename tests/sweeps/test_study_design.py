@@ -21,7 +21,7 @@ from gradlab.sweeps.run import run_sweep
 from gradlab.sweeps.syntax import run_name, short_keys, split_values, value_text
 
 runner = CliRunner()
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 CLIP = [{"type": "clip_norm", "max_norm": 1.0}]
 
 

@@ -197,7 +197,7 @@ def test_switching_optimizer_on_a_config_that_writes_out_sgd_defaults():
     optim.name=adam (or a sweep grid over optim.name) must still work."""
     from gradlab.config import load_config
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     config = load_config(root / "configs/baseline.yaml", ["optim.name=adam"])
     assert config.optim.name == "adam"
     with pytest.raises(ConfigError, match="optim.momentum: not a key of optim.name=adam"):

@@ -10,7 +10,7 @@ import pytest
 from gradlab.config import Config
 from gradlab.editing import EditParams, param_docs, strategies
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def documented_rows() -> dict[str, str]:
@@ -99,7 +99,7 @@ def test_every_command_and_option_is_documented():
 
 
 def test_every_local_image_and_link_exists():
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     for target in re.findall(r"\]\(([^)#]+)\)", README):
         if not target.startswith(("http://", "https://")):
             assert (root / target).exists(), target

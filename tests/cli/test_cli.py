@@ -213,7 +213,7 @@ def test_strategies_lists_the_registry():
     assert "start_step" in result.stdout and "max_norm (1.0)" in result.stdout
 
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -225,7 +225,7 @@ def test_shipped_configs_validate(path: Path):
 def test_family_configs_reproduce_the_tutorial_edits():
     from gradlab.config import load_config
 
-    folder = Path(__file__).parents[1] / "configs"
+    folder = Path(__file__).parents[2] / "configs"
     tutorial = load_config(folder / "tutorial.yaml")
     assert tutorial.model.output_activation == "relu"
     assert (tutorial.optim.lr, tutorial.optim.batch_size, tutorial.model.hidden) == (0.01, 100, 100)

@@ -18,7 +18,7 @@ from gradlab.model import TwoLayerNet
 
 gc = importlib.import_module("gradlab.gradcheck")  # the module; gradlab.gradcheck is the function
 
-BASELINE = str(Path(__file__).parents[1] / "configs" / "baseline.yaml")
+BASELINE = str(Path(__file__).parents[2] / "configs" / "baseline.yaml")
 EPS = 1e-5
 runner = CliRunner()
 
@@ -180,7 +180,7 @@ def test_a_wrong_gradient_is_still_caught(monkeypatch):
 
 @pytest.mark.parametrize("eps", ["inf", "nan", "0", "-1e-5", "0.5", "1e-320"])
 def test_eps_must_be_a_small_positive_number(eps):
-    config = Path(__file__).parents[1] / "configs" / "baseline.yaml"
+    config = Path(__file__).parents[2] / "configs" / "baseline.yaml"
     result = CliRunner().invoke(app, ["gradcheck", str(config), "--eps", eps])
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()

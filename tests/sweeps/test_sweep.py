@@ -245,7 +245,7 @@ def test_ctrl_c_stops_the_sweep_and_records_what_did_not_finish(tmp_path):
 
 
 def test_the_shipped_study_expands():
-    study = load_sweep(Path(__file__).parents[1] / "configs" / "sweeps" / "editing-study.yaml")
+    study = load_sweep(Path(__file__).parents[2] / "configs" / "sweeps" / "editing-study.yaml")
     assert len(study.runs) == 15 and len({(r.hash, r.seed) for r in study.runs}) == 15
     assert {r.config["data"]["name"] for r in study.runs} == {"mnist-sample"}
     assert [r.name for r in study.runs[::3]] == [

@@ -1,4 +1,6 @@
-"""Edit strategies against reference computations, and the pipeline machinery."""
+"""The edit machinery around the strategies: stat columns, schedules, the registry, per-edit
+seeds, every strategy in a real run, freezing, AMP, labels (the strategies themselves are
+checked against references in test_strategies.py)."""
 
 import pytest
 import torch

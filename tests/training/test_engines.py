@@ -156,7 +156,7 @@ def test_cuda_graph_benchmark_is_skipped_cleanly_without_a_gpu(monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "epoch.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "epoch.py"
     spec = importlib.util.spec_from_file_location("epoch_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -905,7 +905,7 @@ def test_an_unknown_privacy_key_lists_the_valid_ones():
         app,
         [
             "validate",
-            str(Path(__file__).parents[1] / "configs" / "dp.yaml"),
+            str(Path(__file__).parents[2] / "configs" / "dp.yaml"),
             "--set",
             "privacy.clip=1",
         ],

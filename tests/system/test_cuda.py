@@ -1,7 +1,7 @@
 """The CUDA path: mixed precision, both engines, every edit and the sweep on a real GPU.
 
 Skipped on machines without CUDA (CI has none); run on a GPU machine with
-``pytest tests/test_cuda.py``. References are CPU runs in full precision and torch itself.
+``pytest tests/system/test_cuda.py``. References are CPU runs in full precision and torch itself.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def test_early_fp16_overflow_skips_are_not_divergence_on_cuda(tmp_path):
 def test_cuda_graph_benchmark_reports_figures():
     import importlib.util
 
-    path = Path(__file__).parents[1] / "benchmarks" / "epoch.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "epoch.py"
     spec = importlib.util.spec_from_file_location("epoch_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

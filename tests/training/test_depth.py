@@ -240,7 +240,7 @@ def test_vanishing_ratio_compares_the_first_and_the_last_layer():
     assert first_and_last_weights(ModelConfig().parameter_names()) == ("fc1.weight", "fc2.weight")
 
 
-SHIPPED = Path(__file__).parents[1] / "configs"
+SHIPPED = Path(__file__).parents[2] / "configs"
 
 
 def test_deep_configs_ship_with_their_alerts(tmp_path):

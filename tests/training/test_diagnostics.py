@@ -20,7 +20,7 @@ from gradlab.gradcheck import autograd_gradients, gradcheck, relative_error, ver
 from gradlab.runlog import GRADS_STATS as STATS
 from gradlab.train import train
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIGS = Path(__file__).parents[2] / "configs"
 runner = CliRunner()
 
 
