@@ -411,9 +411,9 @@ class PrivacyConfig(StrictModel):
 
     def sensitivity(self, names: list[str]) -> float:
         """The bound on one example's clipped contribution: the noise std is sigma times it."""
-        if self.clipping == "per_layer":
-            return sum(c * c for c in self.thresholds(names)) ** 0.5
-        return float(self.max_grad_norm)
+        if self.clipping == "per_layer" or isinstance(self.max_grad_norm, list):
+            return sum(c * c for c in self.thresholds(names)) ** 0.5  # a list is per_layer's
+        return self.max_grad_norm
 
 
 class Config(StrictModel):

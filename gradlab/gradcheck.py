@@ -19,6 +19,7 @@ gradient-check notes). Such entries are reported as kinks and left out of the er
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,7 @@ def check_inputs(config: Config, samples: int, inputs: str) -> tuple[torch.Tenso
     return data.train_x[:samples].double(), data.train_y[:samples]
 
 
-def relu_inputs(model: MLP) -> list[nn.Module]:
+def relu_inputs(model: MLP) -> list[nn.Linear]:
     """The layers whose outputs go into a ReLU: the hidden ones (hidden ReLU), the last one
     (output ReLU)."""
     *hidden, last = model.layers
@@ -186,7 +187,7 @@ def check_model(
     all_approx = torch.cat([approx for approx, _ in differences.values()])
     all_kinks = torch.cat([kink for _, kink in differences.values()])
 
-    report = {
+    report: dict[str, Any] = {
         "kinks": {name: chosen[name][kink].tolist() for name, (_, kink) in differences.items()},
         "engines": {},
         "passed": True,

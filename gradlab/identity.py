@@ -52,7 +52,7 @@ def resolved_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The resolved device type, AMP dtype, GradScaler and engine a run's ``meta.json``
     records (``cuda:1`` -> ``cuda``). Runs written before the analytic engine existed
     used autograd."""
-    amp = meta.get("amp") if isinstance(meta.get("amp"), dict) else {}
+    amp = meta["amp"] if isinstance(meta.get("amp"), dict) else {}
     device = str(meta.get("device", "?")).split(":")[0]
     return {
         "device": device,

@@ -201,7 +201,7 @@ class Privatizer:
         if cfg.clipping == "per_layer":
             self.thresholds = torch.tensor(cfg.thresholds(names), device=device)
         else:
-            self.thresholds = torch.tensor(float(cfg.max_grad_norm), device=device)
+            self.thresholds = torch.tensor(cfg.sensitivity(names), device=device)  # one C
         self._stats: list[torch.Tensor] = self.empty_stats(device)
         self.fallback_steps: list[int] = []  # where prv could not bound epsilon (rdp's used)
 

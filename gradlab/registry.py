@@ -24,7 +24,7 @@ class Registry(Generic[T]):
 
     def register(self, cls: T) -> T:
         """Class decorator: make ``cls`` available under ``cls.name`` (names are unique)."""
-        name = cls.name
+        name = getattr(cls, "name", None)
         if not name or name in self._classes:
             raise ValueError(f"{self.kind} name {name!r} is empty or already registered")
         self._classes[name] = cls

@@ -12,6 +12,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -89,7 +90,7 @@ class StepLog:
         self.on_flush = on_flush
         self.t0 = self.last_flush = time.perf_counter()
         # running figures, updated at each flush
-        self.last: dict[str, float] = {}
+        self.last: dict[str, Any] = {}  # step, epoch, loss, accuracy, steps_per_second
         self.steps = 0
         self.skipped = 0
         self.diverged_step: int | None = None

@@ -29,7 +29,7 @@ from gradlab.diagnostics import GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
 from gradlab.editing.base import global_norm
 from gradlab.engines import make_engine, resolve_engine
-from gradlab.engines.base import Engine
+from gradlab.engines.base import Engine, grad_of
 from gradlab.environment import (
     StopSignals,
     describe_environment,
@@ -190,16 +190,18 @@ def train(
                         loss, logits = r.engine.clipped_step(xb, yb, r.privatizer.clip)
                     else:
                         loss, logits = r.engine.step(xb, yb)
-                    r.scaler.unscale_(r.optimizer)  # norms and edits see the true gradients
-                    grads = {name: weights[name].grad for name in names}
+                    # norms and edits see the true gradients (the scaler takes gradlab's
+                    # optimizers: they have torch.optim's param_groups and step)
+                    r.scaler.unscale_(r.optimizer)  # type: ignore[arg-type]
+                    grads = {name: grad_of(weights[name]) for name in names}
                     if r.privatizer is not None:  # noise, / expected batch size: DP-SGD's
                         r.privatizer.add_noise(list(grads.values()))
                     if full_log or use_scaler:
                         param_norms = torch._foreach_norm(list(grads.values()))
                         grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
-                    checked = r.diagnostics is not None and r.diagnostics.due(step)
-                    if checked:
-                        r.diagnostics.record(step, grads, weights)  # before the edits
+                    checks = r.diagnostics if r.diagnostics and r.diagnostics.due(step) else None
+                    if checks:
+                        checks.record(step, grads, weights)  # before the edits
 
                     # on_nonfinite: skip reads the loss on the host: one sync per step
                     if (
@@ -211,8 +213,8 @@ def train(
                         nonfinite_skips += 1
                         edit_stats = r.pipeline.idle_stats()
                         grad_norm_after = grad_norm if full_log else None
-                        if checked:
-                            r.diagnostics.after_edit(step, grads)
+                        if checks:
+                            checks.after_edit(step, grads)
                         r.scaler.update()  # no step: the parameters stay as they were
                     else:
                         consecutive_skips = 0
@@ -222,13 +224,13 @@ def train(
                             grad_norm_after = (
                                 global_norm(list(grads.values())) if len(r.pipeline) else grad_norm
                             )
-                        if checked:
-                            r.diagnostics.after_edit(step, grads)
+                        if checks:
+                            checks.after_edit(step, grads)
                         # skipped by the scaler when a gradient overflowed; frozen ones sit out
-                        r.scaler.step(r.optimizer, frozen=r.pipeline.frozen_at(step))
+                        r.scaler.step(r.optimizer, frozen=r.pipeline.frozen_at(step))  # type: ignore[arg-type]
                         r.scaler.update()
-                    if checked:
-                        r.diagnostics.after_step(step, weights)  # the update really made
+                    if checks:
+                        checks.after_step(step, weights)  # the update really made
 
                     if full_log:
                         correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
@@ -358,7 +360,7 @@ def _build(
 
     # ---- model, engine, optimizer, scaler, edits, DP-SGD
     model = MLP(config.model).to(device)
-    weights = dict(model.named_parameters())
+    weights: dict[str, torch.Tensor] = dict(model.named_parameters())
     names = list(weights)
     opt = config.optim
     optimizer = make_optimizer(weights, opt)

@@ -29,7 +29,7 @@ def key_text(key: Any) -> str:
     """A key as it is when it looks like a key name. Anything else is not shown: a file
     that is not a config (a password file, say) can parse as a mapping whose keys are its
     lines."""
-    return key if isinstance(key, str) and _KEY_NAME.match(key) else "<not a key name>"
+    return key if isinstance(key, str) and _KEY_NAME.fullmatch(key) else "<not a key name>"
 
 
 # --------------------------------------------------------------------------- files and YAML
@@ -178,7 +178,7 @@ def _check_yaml_shape(text: str, where: str) -> None:
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_nodes) >= MAX_YAML_DEPTH:
                 raise ConfigError(
-                    f"{where}: line {event.start_mark.line + 1}: nested more than "
+                    f"{where}: line {_line(event)}: nested more than "
                     f"{MAX_YAML_DEPTH} levels deep (gradlab.yamlfile.MAX_YAML_DEPTH); "
                     "a config or sweep nests fewer than ten"
                 )
@@ -195,16 +195,21 @@ def _check_yaml_shape(text: str, where: str) -> None:
         elif isinstance(event, yaml.AliasEvent):
             if any(anchor == event.anchor for anchor, _ in open_nodes):
                 raise ConfigError(
-                    f"{where}: line {event.start_mark.line + 1}: an alias inside the node "
+                    f"{where}: line {_line(event)}: an alias inside the node "
                     "it refers to (a recursive structure); a config cannot hold one"
                 )
-            values += sizes.get(event.anchor, 0)  # an unknown alias: the composer says so
+            values += sizes.get(event.anchor or "", 0)  # an unknown alias: the composer says so
         if values > MAX_YAML_VALUES:
             raise ConfigError(
-                f"{where}: line {event.start_mark.line + 1}: more than {MAX_YAML_VALUES:,} "
+                f"{where}: line {_line(event)}: more than {MAX_YAML_VALUES:,} "
                 "values once aliases are expanded (gradlab.yamlfile.MAX_YAML_VALUES); "
                 "a config or sweep holds far fewer"
             )
+
+
+def _line(event: yaml.Event) -> int:
+    """The (1-based) line an event starts on; 0 where the parser gives none."""
+    return event.start_mark.line + 1 if event.start_mark is not None else 0
 
 
 def _yaml_position(exc: yaml.YAMLError) -> str:

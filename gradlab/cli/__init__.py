@@ -24,7 +24,7 @@ from gradlab.cli import run, study, sweep
 try:  # typer vendors click from 0.2x on
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 _NOT_ONE_OF = re.compile(r"^(?:Value error, )?(?P<value>'.*') is not one of (?P<choices>.+?)\.?$")
 

@@ -34,6 +34,7 @@ class ClipNorm(Edit):
     family = "clipping"
     summary = "scale gradients so their (global or per-tensor) norm is at most max_norm"
     Params = ClipNormParams
+    params: ClipNormParams
     stats = ("norm", "scale")
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
@@ -68,6 +69,7 @@ class ClipValue(Edit):
     family = "clipping"
     summary = "clip each gradient entry to [-value, value]"
     Params = ClipValueParams
+    params: ClipValueParams
     stats = ("clipped_frac",)
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
@@ -109,6 +111,7 @@ class AdaptiveGradientClipping(Edit):
     family = "clipping"
     summary = "adaptive clipping per output unit relative to the weight norm (NFNets)"
     Params = AgcParams
+    params: AgcParams
     stats = ("clipped_frac",)
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:

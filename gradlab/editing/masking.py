@@ -30,6 +30,7 @@ class Mask(Edit):
     family = "masking"
     summary = "keep each gradient entry with probability p (fresh or fixed mask)"
     Params = MaskParams
+    params: MaskParams
     stats = ("kept_frac",)
 
     def setup(self, weights: Tensors) -> None:
@@ -70,6 +71,7 @@ class TopK(Edit):
     family = "masking"
     summary = "keep the fraction k of largest-magnitude entries of each tensor"
     Params = TopKParams
+    params: TopKParams
     stats = ("kept_frac", "norm_ratio")
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
@@ -104,6 +106,7 @@ class Freeze(Edit):
     family = "masking"
     summary = "keep parameters exactly unchanged (also under momentum and weight decay)"
     Params = EditParams
+    params: EditParams
     stats = ()
     freezes = True
 

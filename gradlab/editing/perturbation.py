@@ -11,7 +11,7 @@ from gradlab.editing.base import Edit, EditParams, Tensors
 from gradlab.editing.registry import register
 
 
-def add_gaussian(grads: Tensors, std, generator: torch.Generator) -> torch.Tensor:
+def add_gaussian(grads: Tensors, std: float | Tensors, generator: torch.Generator) -> torch.Tensor:
     """``g <- g + std * N(0, 1)`` for each tensor (``std`` a number or one per tensor);
     returns the L2 norm of all the noise added."""
     squares = []
@@ -40,10 +40,12 @@ class Noise(Edit):
     family = "perturbation"
     summary = "add Gaussian noise with absolute or gradient-relative std"
     Params = NoiseParams
+    params: NoiseParams
     stats = ("norm",)
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
         sigma = self.params.sigma
+        std: float | Tensors
         if self.params.relative:
             std = {
                 n: sigma * torch.linalg.vector_norm(g) / math.sqrt(g.numel())
@@ -73,6 +75,7 @@ class AnnealedNoise(Edit):
     family = "perturbation"
     summary = "Gaussian noise whose variance decays as eta / (1 + t)^gamma"
     Params = AnnealedNoiseParams
+    params: AnnealedNoiseParams
     stats = ("std", "norm")
 
     def std_at(self, step: int) -> float:

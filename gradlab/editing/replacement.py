@@ -61,6 +61,7 @@ class Replace(Edit):
     family = "replacement"
     summary = "replace the gradient: gaussian, sign, normalize, centralize or zero"
     Params = ReplaceParams
+    params: ReplaceParams
     stats = ("norm",)
 
     def edit(self, grads: Tensors, weights: Tensors, step: int) -> Tensors:
@@ -68,10 +69,10 @@ class Replace(Edit):
         tensors = list(grads.values())
         if p.with_ == "gaussian":
             torch._foreach_zero_(tensors)
-            add_gaussian(grads, p.sigma, self.generator)
+            add_gaussian(grads, _set(p.sigma), self.generator)
         elif p.with_ == "sign":
             for g in tensors:
-                g.sign_().mul_(p.scale)
+                g.sign_().mul_(_set(p.scale))
         elif p.with_ == "normalize":
             norms = torch.stack(torch._foreach_norm(tensors)).clamp_min(1e-12)
             if p.per_param:
@@ -86,3 +87,10 @@ class Replace(Edit):
             torch._foreach_zero_(tensors)
         norm = global_norm(tensors)
         return {"norm": norm, "changed": torch.ones_like(norm)}
+
+
+def _set(value: float | None) -> float:
+    """An option of the chosen replacement: its validator has filled in the default."""
+    if value is None:
+        raise RuntimeError("ReplaceParams left an option of its replacement unset")
+    return value

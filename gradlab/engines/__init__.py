@@ -4,7 +4,7 @@ Both engines fill ``param.grad`` of the same network, so edits, metrics and the 
 never know which one ran:
 
 - ``autograd``: PyTorch's autograd (with autocast and a GradScaler for mixed precision).
-- ``analytic``: the two-layer network's backward derived by hand, with preallocated work
+- ``analytic``: the network's backward derived by hand (any depth), with preallocated work
   tensors and fused ops; no autograd graph. Full precision only.
 
 ``engine: auto`` takes ``analytic`` when mixed precision is off, ``autograd`` otherwise.
@@ -12,11 +12,17 @@ never know which one ran:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from gradlab.engines.analytic import AnalyticEngine
 from gradlab.engines.autograd import AutogradEngine
+from gradlab.engines.base import Engine
 from gradlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gradlab.model import MLP
 
 
 def resolve_engine(name: str, amp_dtype: torch.dtype | None) -> str:
@@ -31,11 +37,16 @@ def resolve_engine(name: str, amp_dtype: torch.dtype | None) -> str:
     return name
 
 
-def make_engine(name: str, model, scaler=None, amp_dtype=None):
+def make_engine(
+    name: str,
+    model: MLP,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> Engine:
     """An engine instance for ``model`` (``name`` already resolved)."""
     if name == "analytic":
         return AnalyticEngine(model)
     return AutogradEngine(model, scaler, amp_dtype)
 
 
-__all__ = ["AnalyticEngine", "AutogradEngine", "make_engine", "resolve_engine"]
+__all__ = ["AnalyticEngine", "AutogradEngine", "Engine", "make_engine", "resolve_engine"]

@@ -28,10 +28,15 @@ per-example gradients are never materialized.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from gradlab.engines.base import Engine
+from gradlab.engines.base import Clip, Engine, grad_of
+
+if TYPE_CHECKING:
+    from gradlab.model import MLP
 
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 
@@ -39,7 +44,7 @@ _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 class AnalyticEngine(Engine):
     name = "analytic"
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: MLP) -> None:
         self.model = model
         layers = model.layers
         self.weights = [layer.weight for layer in layers]
@@ -48,8 +53,9 @@ class AnalyticEngine(Engine):
         self.output_relu = model.output_relu
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
-        self.weight_grads = [w.grad for w in self.weights]
-        self.bias_grads = [b.grad for b in self.biases]
+        # the gradient tensors, filled in place at every step (the loop reads p.grad)
+        self.weight_grads = [grad_of(w) for w in self.weights]
+        self.bias_grads = [grad_of(b) for b in self.biases]
         # W^T as views made once: they follow the optimizer's in-place updates
         self.weights_t = [w.detach().t() for w in self.weights]
         self._rows = 0  # the work tensors' capacity: the largest batch so far
@@ -149,7 +155,7 @@ class AnalyticEngine(Engine):
 
     @torch.no_grad()
     def clipped_step(
-        self, x: torch.Tensor, y: torch.Tensor, clip
+        self, x: torch.Tensor, y: torch.Tensor, clip: Clip
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward with per-example clipping: fills ``p.grad`` with
         ``sum_b c_b * dL_b/dp``, where ``c = clip(squared_norms)`` for the ``(B, K)`` matrix of

@@ -7,17 +7,25 @@ per-example norms and clipped sums from them, as the analytic engine does (see
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from gradlab.engines.base import Engine
+from gradlab.engines.base import Clip, Engine
+
+if TYPE_CHECKING:
+    from gradlab.model import MLP
 
 
 class AutogradEngine(Engine):
     name = "autograd"
 
     def __init__(
-        self, model: torch.nn.Module, scaler=None, amp_dtype: torch.dtype | None = None
+        self,
+        model: MLP,
+        scaler: torch.amp.GradScaler | None = None,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
         self.params = list(model.parameters())
@@ -41,7 +49,7 @@ class AutogradEngine(Engine):
         return loss.detach(), logits.detach()
 
     def clipped_step(
-        self, x: torch.Tensor, y: torch.Tensor, clip
+        self, x: torch.Tensor, y: torch.Tensor, clip: Clip
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward with per-example clipping: fills ``p.grad`` with
         ``sum_b c_b * dL_b/dp`` (times the loss scale under a GradScaler: unscale before use),

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from gradlab.model import MLP
+
+Clip = Callable[[torch.Tensor], torch.Tensor]
+"""DP-SGD's clipping: each example's squared gradient norms -> its factors (see
+:meth:`gradlab.privacy.Privatizer.clip`)."""
 
 
 class Engine:
     """Turns a batch into (loss, logits) and fills ``param.grad`` of ``self.model``."""
 
     name = ""
-    model: torch.nn.Module
+    model: MLP
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def clipped_step(
-        self, x: torch.Tensor, y: torch.Tensor, clip
+        self, x: torch.Tensor, y: torch.Tensor, clip: Clip
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """DP-SGD's backward: ``p.grad = sum_b c_b * dL_b/dp`` with the factors ``c`` that
         ``clip`` returns for each example's squared gradient norms (see
@@ -25,4 +35,11 @@ class Engine:
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named gradients of the mean cross-entropy on (x, y), as copies (for checks)."""
         self.step(x, y)
-        return {name: p.grad.detach().clone() for name, p in self.model.named_parameters()}
+        return {name: grad_of(p).detach().clone() for name, p in self.model.named_parameters()}
+
+
+def grad_of(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, which an engine has filled (a missing one is a bug: RuntimeError)."""
+    if p.grad is None:
+        raise RuntimeError("the engine left a parameter without a gradient")
+    return p.grad

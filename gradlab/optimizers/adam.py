@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gradlab.optimizers.base import Optimizer
+from gradlab.optimizers.base import Optimizer, Tensors
 from gradlab.optimizers.registry import register
 
 
@@ -24,9 +24,7 @@ class Adam(Optimizer):
     reference = "torch.optim.Adam"
     decoupled_weight_decay = False
 
-    def update(
-        self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]
-    ) -> None:
+    def update(self, names: list[str], params: list[torch.Tensor], grads: Tensors) -> None:
         cfg = self.cfg
         lr, (beta1, beta2), weight_decay = self.lr, cfg.betas, cfg.weight_decay
         buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if cfg.amsgrad else ())

@@ -10,12 +10,16 @@ when a gradient overflowed).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 
 if TYPE_CHECKING:
     from gradlab.config import OptimConfig
+
+
+Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
+"""Tensors as ``torch._foreach_*`` ops take and return them."""
 
 
 class Optimizer:
@@ -37,9 +41,11 @@ class Optimizer:
 
     def __init__(self, params: dict[str, torch.Tensor], cfg: OptimConfig) -> None:
         self.named = dict(params)
-        self.param_groups = [{"params": list(self.named.values()), "lr": cfg.lr}]
+        self.param_groups: list[dict[str, Any]] = [
+            {"params": list(self.named.values()), "lr": cfg.lr}
+        ]
         self.cfg = cfg
-        self.state: dict[str, dict[str, torch.Tensor | int]] = {}
+        self.state: dict[str, dict[str, Any]] = {}
         """Per parameter name: its step count and buffers, created at its first step."""
 
     @property
@@ -60,15 +66,16 @@ class Optimizer:
         names = [n for n in self.named if n not in frozen]
         if names:
             params = [self.named[n] for n in names]
-            self.update(names, params, [p.grad for p in params])
+            # the engines fill every gradient before a step
+            self.update(names, params, cast(list[torch.Tensor], [p.grad for p in params]))
 
-    def update(
-        self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]
-    ) -> None:
+    def update(self, names: list[str], params: list[torch.Tensor], grads: Tensors) -> None:
         """Apply one step to ``params`` (in place) from ``grads`` (never modified)."""
         raise NotImplementedError
 
-    def states(self, names: list[str], like: list[torch.Tensor], *buffers: str) -> list[dict]:
+    def states(
+        self, names: list[str], like: list[torch.Tensor], *buffers: str
+    ) -> list[dict[str, Any]]:
         """The state of each named parameter, its step count advanced by one; a parameter's
         first step creates it with ``buffers`` as zeros shaped like the parameter."""
         states = []

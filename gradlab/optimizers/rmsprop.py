@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gradlab.optimizers.base import Optimizer
+from gradlab.optimizers.base import Optimizer, Tensors
 from gradlab.optimizers.registry import register
 
 
@@ -24,9 +24,7 @@ class RMSprop(Optimizer):
     keys = ("alpha", "eps", "weight_decay", "momentum", "centered")
     reference = "torch.optim.RMSprop"
 
-    def update(
-        self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]
-    ) -> None:
+    def update(self, names: list[str], params: list[torch.Tensor], grads: Tensors) -> None:
         cfg = self.cfg
         lr, alpha = self.lr, cfg.alpha
         buffers = ("square_avg",) + (("momentum_buffer",) if cfg.momentum > 0 else ())

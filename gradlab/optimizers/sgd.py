@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gradlab.optimizers.base import Optimizer
+from gradlab.optimizers.base import Optimizer, Tensors
 from gradlab.optimizers.registry import register
 
 
@@ -22,9 +22,7 @@ class SGD(Optimizer):
     keys = ("momentum", "dampening", "nesterov", "weight_decay")
     reference = "torch.optim.SGD"
 
-    def update(
-        self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]
-    ) -> None:
+    def update(self, names: list[str], params: list[torch.Tensor], grads: Tensors) -> None:
         cfg = self.cfg
         if cfg.weight_decay != 0:
             grads = torch._foreach_add(grads, params, alpha=cfg.weight_decay)

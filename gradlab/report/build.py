@@ -251,7 +251,9 @@ def _versions(metas: dict[str, dict[str, Any]]) -> str:
         counts.pop(None, None)
         if not counts:
             continue
-        text = "; ".join(v if len(counts) == 1 else f"{v} ({n} runs)" for v, n in counts.items())
+        text = "; ".join(
+            str(v) if len(counts) == 1 else f"{v} ({n} runs)" for v, n in counts.items()
+        )
         warn = ' class="warn"' if len(counts) > 1 else ""
         rows.append(f"<tr><th>{esc(key)}</th><td{warn}>{esc(text)}</td></tr>")
     started = sorted(str(m["started"]) for m in metas.values() if m.get("started"))

@@ -6,6 +6,7 @@ colour, significant rows in bold, the baseline tagged, and the table's notes und
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pandas as pd
 
@@ -63,12 +64,13 @@ def comparison_table(
     notes = exports.notes(table, spread)
     if baseline is not None:
         notes.append("bold rows: significantly different from the baseline (p_adjusted < 0.05)")
-    for label, items in (
-        ("left out (unreadable)", table.attrs.get("skipped") or []),
+    left_out: list[tuple[str, list[Any]]] = [
+        ("left out (unreadable)", list(table.attrs.get("skipped") or [])),
         ("not counted (repeats a newer run)", [a for a, _ in table.attrs.get("duplicates") or []]),
-    ):
-        if items:
-            notes.append(f"{label}: " + "; ".join(str(i) for i in items))
+    ]
+    for label, paths in left_out:
+        if paths:
+            notes.append(f"{label}: " + "; ".join(str(p) for p in paths))
     parts += [f'<p class="notes">{esc(line)}</p>' for line in notes]
     return "\n".join(parts)
 

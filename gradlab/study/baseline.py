@@ -164,7 +164,7 @@ def add_tests(
     results: dict[str, list[Any]] = {k: [] for k in ("ci_low", "ci_high", *TEST_COLUMNS, "delta")}
     for index in table.index:
         if index == reference:
-            values = dict.fromkeys(results, math.nan)
+            values: dict[str, Any] = dict.fromkeys(results, math.nan)
             values.update(test="baseline", delta=0.0 if base else math.nan)
         else:
             diff = compare_to_baseline(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from gradlab.errors import CompareError
 from gradlab.runlog import ALERTS_COLUMNS, ALERTS_FILE, GRADS_FILE, GRADS_STATS
 from gradlab.study.reading import is_run_folder, read_log
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 STATS = GRADS_STATS
 OPTIONAL = ("norm_after",)  # runs written before it existed: read as empty
@@ -82,7 +86,7 @@ def layer_table(grads: pd.DataFrame) -> pd.DataFrame:
 
 def plot_layers(
     grads: pd.DataFrame, out: str | Path | None = None, title: str = ""
-) -> Path | Figure:  # noqa: F821 (matplotlib is imported only when plotting)
+) -> Path | Figure:
     """Each parameter's gradient norm and update-to-weight ratio against step (log axes).
 
     Args:

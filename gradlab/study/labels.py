@@ -49,7 +49,8 @@ def row_labels(table: pd.DataFrame) -> list[str]:
     :data:`gradlab.identity.IGNORED`) are left out. The run name comes first
     (``baseline: lr=0.5``) only when it tells apart rows that the parts alone do not; a
     single row, or rows that differ in nothing, are named by their name. Labels that would
-    still be equal get their seeds (``, seed=1``), then their run folder. A grouped table
+    still be equal get their seeds (``, seed=1``), then their run folder, then a number in
+    the order of their run folders (``#1``, whatever the table's order). A grouped table
     adds the number of seeds: ``lr=0.5 (n=3)``.
 
     Labels are kept short (long values are cut in the middle) and distinct.
@@ -85,7 +86,7 @@ def row_labels(table: pd.DataFrame) -> list[str]:
             if "seed" in r
         ],
         [f" [{r.get('run', '')}]" for r in records],
-        [f" #{i + 1}" for i in range(len(records))],
+        [f" #{k + 1}" for k in _folder_ranks(table)],
     ]
     for extra in fallbacks:
         if _distinct(labels):
@@ -98,6 +99,19 @@ def row_labels(table: pd.DataFrame) -> list[str]:
             for label, r in zip(labels, records, strict=True)
         ]
     return labels
+
+
+def _folder_ranks(table: pd.DataFrame) -> list[int]:
+    """Each row's rank in the order of its run folders (``attrs["paths"]``; else its
+    position): a number that stays with the row however the table is sorted."""
+    paths = table.attrs.get("paths")
+    if not paths or len(paths) != len(table):
+        return list(range(len(table)))
+    order = sorted(range(len(paths)), key=lambda i: tuple(sorted(map(str, paths[i]))))
+    ranks = [0] * len(order)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks
 
 
 def row_colors(table: pd.DataFrame) -> list[str]:

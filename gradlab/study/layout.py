@@ -265,7 +265,7 @@ def comparison_lines(
     constants: dict[str, str],
     title: str,
     width: int,
-    notes: list[str] = (),
+    notes: list[str] | tuple[str, ...] = (),
     marked: list[bool] | None = None,
     transposed: bool = False,
     keys: int = 1,

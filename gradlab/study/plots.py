@@ -37,7 +37,7 @@ import re
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -103,7 +103,9 @@ _X_AXIS = {"accuracy_vs_epsilon": ("epsilon", "epsilon spent (the run's accounta
 _EDIT_STAT = re.compile(r"^edit(\d+)\.([^.]+)\.(.+)$")
 _PANEL_SIZE = (5.2, 3.6)  # inches per panel
 _PER_ROW = 3
-_LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
+_LINESTYLES: list[str | tuple[float, tuple[float, ...]]] = [
+    "-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))
+]  # fmt: skip
 _MARKERS = [None, "o", "s", "^", "D", "v", "x", "+"]  # after the line styles run out
 
 
@@ -285,12 +287,12 @@ def _draw_edit_stats(
     per_row = [
         sorted({c for f in frames for c in f.columns if _EDIT_STAT.match(c)}) for frames in runs
     ]
-    indexed = any(_EDIT_STAT.match(c).group(1) != "0" for columns in per_row for c in columns)
+    indexed = any(_edit_stat(c)[0] != "0" for columns in per_row for c in columns)
     fractions = name == "edit_stats"
     per_row = [[c for c in columns if _is_fraction(c) == fractions] for columns in per_row]
     order = {}  # by edit, each edit's ``changed`` first (a solid line)
     for c in (c for columns in per_row for c in columns):
-        index, _, stat = _EDIT_STAT.match(c).groups()
+        index, _, stat = _edit_stat(c)
         order[_stat_key(c, indexed)] = (int(index), stat != "changed", stat)
     keys = sorted(order, key=order.__getitem__)
     styles = {k: _style(i) for i, k in enumerate(keys)}
@@ -332,20 +334,28 @@ def _has_edits(runs: list[list[pd.DataFrame]]) -> bool:
     return any(_EDIT_STAT.match(c) for frames in runs for f in frames for c in f.columns)
 
 
+def _edit_stat(column: str) -> tuple[str, str, str]:
+    """``edit<i>.<type>.<stat>`` -> ``(i, type, stat)``, for a column known to be one."""
+    match = _EDIT_STAT.match(column)
+    if match is None:
+        raise ValueError(f"{column!r} is not an edit statistic's column")
+    return match[1], match[2], match[3]
+
+
 def _is_fraction(column: str) -> bool:
     """A statistic of ``edit_stats`` (a fraction or a flag, 0 to 1), not of ``edit_norms``."""
-    stat = _EDIT_STAT.match(column).group(3)
+    stat = _edit_stat(column)[2]
     return stat == "changed" or stat.endswith("_frac")
 
 
 def _stat_key(column: str, indexed: bool) -> str:
     """The statistic's name in a legend (the edit itself is in the row's label), prefixed
     ``<i>:`` with the edit's position when some row has more than one edit."""
-    index, _, stat = _EDIT_STAT.match(column).groups()
+    index, _, stat = _edit_stat(column)
     return f"{index}:{stat}" if indexed else stat
 
 
-def _style(i: int) -> tuple[object, str | None]:
+def _style(i: int) -> tuple[Any, str | None]:
     """The ``i``-th statistic's (line style, marker): the line styles first, then each of
     them again with a marker, and so on: every statistic of a panel looks different."""
     n = len(_LINESTYLES)
@@ -366,7 +376,7 @@ def _add_legend(
         if banded
         else None
     )
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's canvas
     width = fig.get_figwidth() * fig.dpi
     ncol = len(labels)
     while True:

@@ -48,7 +48,8 @@ def check_no_duplicates(path: Path, sweep: Sweep) -> None:
     if clashes:
         more = f"; and {len(clashes) - 5} more" if len(clashes) > 5 else ""
         raise ConfigError(
-            f"{path}: {len(clashes)} runs repeat another run (the same experiment and seed, "
+            f"{path}: {len(clashes)} run{'s repeat' if len(clashes) > 1 else ' repeats'} "
+            "another run (the same experiment and seed, "
             f"see 'What counts as the same experiment'): {'; '.join(clashes[:5])}{more}"
         )
 

@@ -155,9 +155,8 @@ def _entries(
                     f"--set {key}: grid axis {clash[0]} sets it too; change the axis with "
                     f"--grid {clash[0]}=v1,v2 instead"
                 )
-        seeds = (
-            seeds_option or seed_list(item.get("seeds"), f"{where}.seeds") or top_seeds or [None]
-        )
+        given = seeds_option or seed_list(item.get("seeds"), f"{where}.seeds") or top_seeds
+        seeds: list[int | None] = [*given] if given else [None]  # None: the config's seed
         merged = {**common, **overrides, **sets}
         if "name" in sets:  # --set name=...: used as it is
             name, named = str(sets["name"]), True

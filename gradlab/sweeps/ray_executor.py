@@ -148,7 +148,7 @@ def _start_ray(ray: Any, address: str | None, name: str, jobs: int) -> bool:
                 include_dashboard=False,
             )
         else:
-            endpoint = parse_address(address, name)
+            endpoint = parse_address(str(address), name)
             target = endpoint.ray_address() if endpoint else address
             ray.init(address=target, ignore_reinit_error=True, log_to_driver=False)
     except Exception as exc:  # noqa: BLE001 - Ray's errors are many, and many lines long

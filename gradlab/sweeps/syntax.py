@@ -26,9 +26,13 @@ def split_values(text: str, where: str) -> list[Any]:
         raise ConfigError(
             f"{where}: Hydra's {hydra[1]}(...) is not supported; list the values, e.g. 0.1,0.5"
         )
-    parts, depth, quote, current = [], 0, "", ""
+    parts, depth, quote, current, escaped = [], 0, "", "", False
     for ch in text:
-        if quote:
+        if escaped:  # YAML's backslash escape, inside double quotes only
+            escaped = False
+        elif quote == '"' and ch == "\\":
+            escaped = True
+        elif quote:
             quote = "" if ch == quote else quote
         elif ch in "'\"":
             quote = ch

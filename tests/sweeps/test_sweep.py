@@ -293,7 +293,7 @@ def test_logging_settings_do_not_retrain_but_a_real_change_does(tmp_path):
         ),
         (
             {"grid": {"train.flush_every": [5, 7]}},
-            "1 runs repeat another run",
+            "1 run repeats another run",
         ),
         (
             {
