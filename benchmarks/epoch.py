@@ -362,6 +362,46 @@ def run_folder_bytes_per_1000_steps(data: Dataset, runs: Path) -> float:
     return size
 
 
+def evaluation_report(data: Dataset, rounds: int) -> str:
+    """One evaluation of the 10,000 test examples, as ``gradlab train`` runs it (inference
+    mode), against the same function with autograd on (what it did before the decorator
+    moved onto it): median seconds and the resident memory it adds, side by side, for the
+    study's network and a wide one, whose graph held over smaller batches shows in memory."""
+    from gradlab.train import evaluate
+
+    lines = []
+    for hidden, batch in ((HIDDEN, 10_000), (2048, 10_000), (2048, 1000)):
+        model = TwoLayerNet(ModelConfig(hidden=hidden))
+        model.eval()
+
+        def inference(model=model, batch=batch) -> None:
+            evaluate(model, data.test_x, data.test_y, batch, None)
+
+        def with_autograd(model=model, batch=batch) -> None:
+            with torch.enable_grad():
+                evaluate.__wrapped__(model, data.test_x, data.test_y, batch, None)
+
+        cases = {"inference mode (now)": inference, "autograd on (before)": with_autograd}
+        for run in cases.values():
+            run()  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(max(3, rounds)):
+            for name, run in cases.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        memory = {name: extra_memory_during(run) for name, run in cases.items()}
+        lines.append(
+            f"784-{hidden}-10, batches of {batch:,}: "
+            + "; ".join(
+                f"{name} {statistics.median(times[name]) * 1000:.1f} ms, "
+                f"+{memory[name]:.0f} MiB RSS"
+                for name in cases
+            )
+        )
+    return "\n  ".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -401,6 +441,9 @@ def main() -> None:
             print(
                 f"| {name} | {median:.3f} | {median / floor:.2f} | {STEPS / median:,.0f} | {mib} |"
             )
+        print(
+            f"\nevaluation of the test set (10,000 examples): {evaluation_report(data, args.rounds)}"
+        )
         print(f"\nCUDA graph: {cuda_graph_report()}")
         print(f"\ngradlab train on CUDA: {cuda_train_report(runs, args.rounds)}")
         if not args.quick:

@@ -159,14 +159,8 @@ def train(
         opt, weights, names = config.optim, r.weights, list(r.weights)
         full_log, use_scaler = config.train.log == "full", r.use_scaler
         skip_nonfinite = config.train.on_nonfinite == "skip"
-        status, error, step, epoch, consecutive_skips, nonfinite_skips = (
-            "completed",
-            None,
-            0,
-            0,
-            0,
-            0,
-        )
+        status, error = "completed", None
+        step = epoch = consecutive_skips = nonfinite_skips = 0
 
         # ---- the loop; every way out of it still ends in a truthful summary
         stop.arm()  # in the loop a second signal stops the run at once
@@ -199,7 +193,8 @@ def train(
                     if full_log or use_scaler:
                         param_norms = torch._foreach_norm(list(grads.values()))
                         grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
-                    checks = r.diagnostics if r.diagnostics and r.diagnostics.due(step) else None
+                    due = r.diagnostics is not None and r.diagnostics.due(step)
+                    checks = r.diagnostics if due else None
                     if checks:
                         checks.record(step, grads, weights)  # before the edits
 
@@ -227,7 +222,8 @@ def train(
                         if checks:
                             checks.after_edit(step, grads)
                         # skipped by the scaler when a gradient overflowed; frozen ones sit out
-                        r.scaler.step(r.optimizer, frozen=r.pipeline.frozen_at(step))  # type: ignore[arg-type]
+                        frozen = r.pipeline.frozen_at(step)
+                        r.scaler.step(r.optimizer, frozen=frozen)  # type: ignore[arg-type]
                         r.scaler.update()
                     if checks:
                         checks.after_step(step, weights)  # the update really made

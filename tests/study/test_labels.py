@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 
+import matplotlib
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
 from gradlab.study.labels import row_colors, row_labels
 
-TAB10 = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-]  # fmt: skip
-TAB10_LIGHT = [
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
-]  # fmt: skip
+# the reference: matplotlib's own tab10 colours and their light partners in tab20
+TAB10 = [to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+TAB10_LIGHT = [to_hex(c) for c in matplotlib.colormaps["tab20"].colors[1::2]]
 
 
 def frame(columns: dict, **attrs) -> pd.DataFrame:

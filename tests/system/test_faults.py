@@ -253,6 +253,38 @@ def test_a_signal_to_the_sweep_stops_its_workers_and_records_the_truth(tmp_path,
     assert record["runs"][2]["folder"] is None
 
 
+def test_a_python_caller_of_a_sweep_gets_the_same_clean_stop(tmp_path: Path):
+    """SIGTERM to a Python program running gradlab.run_sweep: the sweep stops as the CLI's
+    does (runs interrupted with their logs, the queued one not started) and returns, with
+    the signal's name in sweep.signal."""
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny(optim={"max_steps": 10_000_000, "batch_size": 10})))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": [0, 1, 2]}))
+    code = (
+        "import json, gradlab\n"
+        f"sweep = gradlab.load_sweep({str(path)!r})\n"
+        f"gradlab.run_sweep(sweep, {str(tmp_path / 'runs')!r}, jobs=2)\n"
+        "print(json.dumps([sweep.signal, [r.status for r in sweep.runs]]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_runs(tmp_path, 2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out) == ["SIGTERM", ["interrupted"] * 3]
+    record = json.loads((tmp_path / "runs" / "s" / "sweep.json").read_text())
+    for run in record["runs"][:2]:
+        summary = json.loads((tmp_path / "runs" / "s" / run["folder"] / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["steps"] > 0
+    assert record["runs"][2]["folder"] is None
+
+
 def test_workers_do_not_outlive_a_killed_sweep(tmp_path: Path):
     proc = start_sweep(tmp_path, steps=10_000_000)
     try:
