@@ -606,9 +606,7 @@ def _gigabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e9:,.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:,.0f} MB"
 
 
-_MOVED = {
-    "MAX_CONFIG_BYTES": "gradlab.yamlfile",
-    "MAX_YAML_DEPTH": "gradlab.yamlfile",
+_MOVED = {  # MAX_CONFIG_BYTES and MAX_YAML_DEPTH are still here: the overrides use them
     "MAX_YAML_VALUES": "gradlab.yamlfile",
     "PARAMETER_NAMES": "gradlab.schema",
 }

@@ -39,7 +39,7 @@ from gradlab.environment import (
     seed_everything,
     setup_record,
 )
-from gradlab.errors import RunFolderError
+from gradlab.errors import GradlabError, RunFolderError
 from gradlab.model import MLP
 from gradlab.optimizers import Optimizer, make_optimizer
 from gradlab.privacy import STAT_COLUMNS as DP_COLUMNS
@@ -155,7 +155,11 @@ def train(
         # a signal from here on ends the run cleanly (during setup it is only recorded: the
         # run then stops after its first step, with a summary)
         stop = stack.enter_context(StopSignals())
-        r = _build(config, runs_dir, on_progress, on_alert, command, data, run_folder, stack)
+        try:
+            r = _build(config, runs_dir, on_progress, on_alert, command, data, run_folder, stack)
+        except OSError as exc:  # an unreadable data folder, say: before any run folder exists
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise GradlabError(f"cannot set up the run: {where}{exc.strerror or exc}") from None
         opt, weights, names = config.optim, r.weights, list(r.weights)
         full_log, use_scaler = config.train.log == "full", r.use_scaler
         skip_nonfinite = config.train.on_nonfinite == "skip"
@@ -241,7 +245,7 @@ def train(
                     ):
                         status = "diverged"
                     if status == "completed" and step % r.eval_every == 0 and step < r.total_steps:
-                        r.evaluate(step, epoch)
+                        r.evaluate_now(step, epoch)
                     if stop.raised:
                         status = "interrupted"
                     if step >= r.total_steps or status != "completed":
@@ -262,7 +266,7 @@ def train(
             status = "diverged"
         if status in ("completed", "interrupted") and step > 0 and r.last_eval != step:
             try:
-                r.evaluate(step, epoch)
+                r.evaluate_now(step, epoch)
             except Exception as exc:  # noqa: BLE001 - out of memory, a full disk
                 status, error = "failed", _describe_failure(exc, r.folder.path)
         if status == "completed" and stop.raised:
@@ -310,8 +314,9 @@ class _Run:
         """The step of the latest evaluation (None before the first)."""
         return self.evals[-1][0] if self.evals else None
 
-    def evaluate(self, step: int, epoch: int) -> None:
-        """Evaluate on the test set; the result goes to evals.csv (with epsilon under DP)."""
+    def evaluate_now(self, step: int, epoch: int) -> None:
+        """Evaluate on the test set (:func:`evaluate`); the result goes to evals.csv (with
+        epsilon under DP)."""
         self.model.eval()
         loss, accuracy = evaluate(
             self.model, self.data.test_x, self.data.test_y,

@@ -26,7 +26,9 @@ try:  # typer vendors click from 0.2x on
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-_NOT_ONE_OF = re.compile(r"^(?:Value error, )?(?P<value>'.*') is not one of (?P<choices>.+?)\.?$")
+_NOT_ONE_OF = re.compile(
+    r"^(?:Value error, )?(?P<value>'.*'|\".*\") is not one of (?P<choices>.+?)\.?$"
+)
 
 
 class OneLineErrors(typer.core.TyperGroup):

@@ -119,8 +119,10 @@ PanelsOption = Annotated[
     str | None,
     typer.Option(
         help="Comma-separated plot panels: train_loss, test_loss, test_accuracy, "
-        "grad_norm, grad_norm_after, lr, edit_stats (fractions), edit_norms. Default: "
-        "train_loss, test_accuracy, grad_norm, grad_norm_after.",
+        "grad_norm, grad_norm_after, lr, edit_stats (fractions), edit_norms, "
+        "accuracy_vs_epsilon, dp_clipped_frac, dp_norm_median. Default: "
+        "train_loss, test_accuracy, grad_norm, grad_norm_after (and accuracy_vs_epsilon "
+        "when a run is private).",
         show_default=False,
     ),
 ]

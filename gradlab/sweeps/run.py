@@ -23,6 +23,7 @@ from gradlab.sweeps.spec import PlannedRun, Sweep
 from gradlab.sweeps.worker import Event
 
 LOCK_FILE = ".lock"
+EXECUTORS = ("local", "ray")
 
 
 # --------------------------------------------------------------------------- resume
@@ -97,9 +98,23 @@ def run_sweep(
     they logged, the queued ones are recorded as not started; then it returns with
     ``sweep.signal`` set to the signal's name (the CLI exits with 128 + its number).
 
+    A program that runs several sweeps should look at ``sweep.signal`` after each: a
+    stopped sweep returns like a finished one (where the CLI exits with 128 + the signal's
+    number).
+
     Raises:
-        GradlabError: the sweep folder cannot be created or locked (another sweep runs in it).
+        GradlabError: an unknown ``executor``, ``jobs`` below 1, or the sweep folder cannot
+            be created or locked (another sweep runs in it).
     """
+    if executor not in EXECUTORS:
+        raise GradlabError(
+            f"executor {executor!r}: use {' or '.join(EXECUTORS)}", argument="executor"
+        )
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise GradlabError(
+            f"jobs {jobs!r}: runs at a time, a whole number from 1 (None: one per core)",
+            argument="jobs",
+        )
     sweep_dir = Path(runs_dir) / sweep.name
     with _stop_signals() as stopped_by:
         try:

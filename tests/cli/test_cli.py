@@ -265,3 +265,33 @@ def test_a_crash_inside_the_loop_is_recorded_as_failed(tmp_path: Path, monkeypat
     assert len((run / "steps.csv").read_text().splitlines()) == 1 + 2  # steps 1 and 2 logged
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: the run failed: RuntimeError: boom at step 3")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["compare", "runs", "--format", "x'y"],
+            '--format "x\'y": use one of table, csv, markdown, latex, json',
+        ),
+        (["compare", "runs", "--spread", "iqr"], "--spread 'iqr': use ci or std"),
+        (["sweep", "s.yaml", "--executor", "k8s"], "--executor 'k8s': use local or ray"),
+        (["gradcheck", "c.yaml", "--inputs", "noise"], "--inputs 'noise': use dataset or random"),
+        (["gradcheck", "c.yaml", "--format", "csv"], "--format 'csv': use table or json"),
+    ],
+)
+def test_a_value_outside_an_options_choices_is_one_line_naming_them(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}") and "--help" in line
+
+
+def test_help_lists_the_choices():
+    for command, choices in (
+        (["compare"], "table|csv|markdown|latex|json"),
+        (["sweep"], "local|ray"),
+        (["gradcheck"], "dataset|random"),
+    ):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert choices in result.stdout, command

@@ -321,3 +321,21 @@ def test_max_runs_can_be_raised(tmp_path):
     assert result.exit_code == 2 and "expands to 6 runs, more than the limit of 5" in result.stderr
     result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--max-runs", "6"])
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2 + 6
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"executor": "Ray"}, "executor 'Ray': use local or ray"),
+        ({"jobs": 0}, "jobs 0: runs at a time, a whole number from 1"),
+        ({"jobs": -1}, "jobs -1: runs at a time"),
+    ],
+)
+def test_run_sweep_refuses_bad_arguments_before_anything_exists(tmp_path: Path, options, message):
+    from gradlab.errors import GradlabError
+
+    sweep = load_sweep(write_sweep(tmp_path, seeds=[0]))
+    with pytest.raises(GradlabError) as error:
+        run_sweep(sweep, tmp_path / "runs", **options)
+    assert str(error.value).startswith(message)
+    assert not (tmp_path / "runs").exists()

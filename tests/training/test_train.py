@@ -275,3 +275,23 @@ def test_a_finite_loss_that_explodes_ends_diverged(tmp_path: Path, tiny_config):
     assert calm.summary["status"] == "completed"  # 0 = never
     ok = train(tiny_config(optim={"lr": 0.5, "max_steps": 60}), tmp_path)
     assert ok.summary["status"] == "completed" and "diverged_reason" not in ok.summary
+
+
+def test_an_os_error_in_setup_is_one_error_and_leaves_no_folder(
+    tmp_path: Path, tiny_config, monkeypatch
+):
+    """An unreadable data folder (here: loading raises PermissionError) ends in one
+    GradlabError line naming the file, before any run folder exists."""
+    import errno
+    import importlib
+
+    from gradlab.errors import GradlabError
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/MNIST")
+
+    monkeypatch.setattr(importlib.import_module("gradlab.train"), "load_dataset", unreadable)
+    with pytest.raises(GradlabError) as error:
+        train(tiny_config(), tmp_path / "runs")
+    assert str(error.value) == "cannot set up the run: /data/MNIST: Permission denied"
+    assert not (tmp_path / "runs").exists()
