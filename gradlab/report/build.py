@@ -27,6 +27,7 @@ from gradlab.report.health import health_section
 from gradlab.report.page import PAGE, count, esc, figure, figure_uri, section, swatch
 from gradlab.report.table import comparison_table
 from gradlab.runlog import CONFIG_FILE, SWEEP_FILE, read_json, read_meta, write_text_atomically
+from gradlab.study.formats import check_spread
 from gradlab.yamlfile import read_small_text_file
 
 VERSIONS = (
@@ -93,8 +94,7 @@ def build_report(
     """
     from gradlab.study.plots import check_panels
 
-    if spread not in ("ci", "std"):
-        raise CompareError(f"spread {spread!r}: use ci or std", argument="spread")
+    check_spread(spread)
     panels = None if panels is None else check_panels(panels)  # None: plot_comparison's
     paths = [[str(p) for p in row] for row in table.attrs.get("paths") or [[]] * len(table)]
     runs = [p for row in paths for p in row]
