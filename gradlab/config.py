@@ -43,6 +43,8 @@ from gradlab.yamlfile import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, load_yaml, read_s
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+MAX_NAME = 100
+"""Longest run name (a run folder's name adds its date, time and a tag)."""
 
 # Limits on what a config may hold (README "Limits"); those on files and YAML are in
 # gradlab.yamlfile.
@@ -92,7 +94,8 @@ class ModelConfig(StrictModel):
     hidden: int | list[int] = 100
     """Width of the hidden layer, `Linear(784, hidden) -> activation -> Linear(hidden, 10)`,
     or a list of widths, one per hidden layer (`[256, 128, 64]`: fc1 to fc4); each at most
-    65,536, at most 100 layers and 52 million parameters in all."""
+    65,536, at most 100 layers and 52 million parameters in all. `[100]` is `100`, the same
+    network (and experiment); config.yaml records `100`."""
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     """Activation after every hidden layer."""
     output_activation: Literal["none", "relu"] = "none"
@@ -148,7 +151,7 @@ class ModelConfig(StrictModel):
                 f"(gradlab.config.MAX_PARAMETERS): these widths make {total:,} floats, "
                 f"{_gigabytes(4 * total)} in float32"
             )
-        return widths if isinstance(value, list) else widths[0]
+        return widths if len(widths) > 1 else widths[0]  # [100] is the network 100 is
 
     @property
     def widths(self) -> list[int]:
@@ -438,11 +441,14 @@ class Config(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value) or len(value) > 100:
-            raise ValueError(
-                "must start with a letter or digit and use only letters, digits, '.', '_', "
-                "'-', '=', '+'"
-            )
+        rule = (
+            "must start with a letter or digit and use only letters, digits, '.', '_', "
+            f"'-', '=', '+', at most {MAX_NAME} characters"
+        )
+        if not NAME_PATTERN.match(value):
+            raise ValueError(rule)
+        if len(value) > MAX_NAME:
+            raise ValueError(f"{len(value)} characters: {rule}")
         return value
 
     @field_validator("edit", mode="before")

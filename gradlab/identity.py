@@ -17,7 +17,8 @@ a CPU are different experiments). Left out, because they change nothing that is 
 The optimizer is part of it: ``optim.name`` and the keys of that optimizer (a run's
 ``config.yaml`` holds only those). ``optim.name: sgd`` is left out, so that an SGD run
 keeps the key it had before ``optim.name`` existed (its config then had SGD's keys alone);
-likewise ``privacy: null`` and ``data.sampling: shuffle`` (configs before DP-SGD).
+likewise ``privacy: null`` and ``data.sampling: shuffle`` (configs before DP-SGD). One
+hidden layer is one network however it is written: ``model.hidden: [100]`` is ``100``.
 
 Plain data in, plain data out: never imports torch.
 """
@@ -79,6 +80,13 @@ def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dic
         data.pop("privacy")  # configs written before DP-SGD had no privacy section
     if isinstance(data.get("data"), dict) and data["data"].get("sampling") == "shuffle":
         data["data"].pop("sampling")  # nor a sampling key: they all shuffled
+    model = data.get("model")
+    if (
+        isinstance(model, dict)
+        and isinstance(model.get("hidden"), list)
+        and len(model["hidden"]) == 1
+    ):
+        model["hidden"] = model["hidden"][0]  # one hidden layer: [100] is 100 (older configs)
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
         data["train"].pop("amp_init_scale", None)
     data["resolved"] = {key: resolved.get(key) for key in RESOLVED}

@@ -75,7 +75,16 @@ def check_writable(path: Path | None, flag: str) -> None:
     if not parent.is_dir():
         raise GradlabError(f"{flag} {path}: cannot write (no folder {parent})")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise GradlabError(f"{flag} {path}: cannot write (permission denied)")
+        raise GradlabError(f"{flag} {path}: cannot write ({_why_not_writable(parent)})")
+
+
+def _why_not_writable(folder: Path) -> str:
+    """Why a folder cannot be written: its file system is mounted read-only, or not."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        read_only = False
+    return "a read-only file system" if read_only else "permission denied"
 
 
 def names(text: str | None, flag: str) -> list[str] | None:

@@ -14,14 +14,22 @@ from rich.table import Table
 from rich.text import Text
 
 from gradlab.study.layout import Line
+from gradlab.text import one_line
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: a ``:name:`` in a user's text (a path, an address) prints as written
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
+
+
+def user_text(text: object) -> str:
+    """User text for a rich string: on one line, control characters shown as escapes
+    (:func:`gradlab.text.one_line`), rich's markup escaped."""
+    return escape(one_line(text))
 
 
 def print_error(message: str) -> None:
     """One line on stderr: ``error: <message>``."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {user_text(message)}", highlight=False, soft_wrap=True)
 
 
 class TrainingProgress:
@@ -108,13 +116,13 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
             "alerts", ", ".join(f"{k} {n}" for k, n in alerts.items()) + " (gradlab inspect)"
         )
     if "error" in summary:
-        table.add_row("error", summary["error"])
+        table.add_row("error", user_text(summary["error"]))
     table.add_row(
         "wall time",
         f"{summary['wall_seconds']:.2f} s ({_fmt(summary.get('steps_per_second'), ',.0f')} steps/s)",
     )
     console.print(table)
-    console.print(f"[dim]run folder[/]        {path}", soft_wrap=True, highlight=False)
+    console.print(f"[dim]run folder[/]        {user_text(path)}", soft_wrap=True, highlight=False)
 
 
 def print_strategies(rows: list[dict[str, Any]], common: list[tuple[str, Any, str]]) -> None:
@@ -160,13 +168,13 @@ _STYLES = {"title": "bold", "header": "bold", "rule": "dim", "note": "dim", "con
 def print_lines(lines: list[Line]) -> None:
     """Lines from :mod:`gradlab.study.layout`: styled on a terminal, plain text on a pipe."""
     if not console.is_terminal:
-        sys.stdout.write("".join(line.text + "\n" for line in lines))
+        sys.stdout.write("".join(one_line(line.text) + "\n" for line in lines))
         sys.stdout.flush()
         return
     for line in lines:
         style = "bold" if line.bold else _STYLES.get(line.kind, "")
         console.print(
-            Text(line.text, style=style),
+            Text(one_line(line.text), style=style),
             no_wrap=True,
             overflow="ignore",
             crop=False,
@@ -175,7 +183,7 @@ def print_lines(lines: list[Line]) -> None:
 
 
 def print_warning(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {user_text(message)}", highlight=False, soft_wrap=True)
 
 
 def print_gradcheck(report: dict[str, Any]) -> None:
@@ -262,7 +270,9 @@ def print_inspection(run: Any, layers: Any, alerts: Any, width: int | None = Non
 
 
 def print_alert(alert: Any) -> None:
-    err_console.print(f"[yellow]alert:[/] {escape(alert.message)}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[yellow]alert:[/] {user_text(alert.message)}", highlight=False, soft_wrap=True
+    )
 
 
 class SweepProgress:
@@ -309,8 +319,8 @@ class SweepProgress:
             self.counts["done" if run.status in ("done", "interrupted") else "failed"] += 1
             if run.status not in ("done", "interrupted"):
                 self._progress.console.print(
-                    f"[red]{escape(run.status)}:[/] {escape(run.name)} seed {run.seed}: "
-                    f"{escape(str(run.error or ''))}",
+                    f"[red]{user_text(run.status)}:[/] {user_text(run.name)} seed {run.seed}: "
+                    f"{user_text(run.error or '')}",
                     highlight=False,
                 )
             self._progress.advance(self._task)

@@ -300,12 +300,14 @@ def _write_plot(table, plot: Path, panels: list[str] | None) -> None:
         plot_comparison(table, plot, panels=panels)
     except OSError as exc:
         raise CompareError(f"--plot {plot}: cannot write ({exc.strerror or exc})") from None
-    render.err_console.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+    render.err_console.print(
+        f"plot written to {render.user_text(plot)}", highlight=False, soft_wrap=True
+    )
 
 
 def load_runs_or_fail(paths: list[Path]):
-    """load_runs, with one warning line for the folders it skipped and one for duplicate runs;
-    an error when none is left."""
+    """load_runs, with one warning line for the folders it skipped, one for impossible
+    summary values and one for duplicate runs; an error when none is left."""
     from gradlab.cli import render
     from gradlab.study.reading import load_runs
 
@@ -314,6 +316,13 @@ def load_runs_or_fail(paths: list[Path]):
     if skipped:
         more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         render.print_warning(f"skipped {len(skipped)}: " + "; ".join(skipped[:5]) + more)
+    invalid = runs.attrs.get("invalid") or []
+    if invalid:
+        more = f"; and {len(invalid) - 5} more" if len(invalid) > 5 else ""
+        render.print_warning(
+            f"impossible values left empty in {len(invalid)} summar"
+            f"{'ies' if len(invalid) > 1 else 'y'}: " + "; ".join(invalid[:5]) + more
+        )
     duplicates = runs.attrs["duplicates"]
     if duplicates:
         shown = "; ".join(f"{old} (repeats {new})" for old, new in duplicates[:3])
@@ -386,4 +395,6 @@ def inspect(
                 plot_layers(grads, plot, title=run.name)
             except OSError as exc:
                 raise CompareError(f"--plot {plot}: cannot write ({exc.strerror})") from None
-            render.err_console.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+            render.err_console.print(
+                f"plot written to {render.user_text(plot)}", highlight=False, soft_wrap=True
+            )

@@ -149,7 +149,9 @@ def sweep(
     for run in spec.runs:
         counts[run.status] = counts.get(run.status, 0) + 1
     line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    render.console.print(f"sweep {spec.name}: {line} -> {folder}", highlight=False, soft_wrap=True)
+    render.console.print(
+        f"sweep {spec.name}: {line} -> {render.user_text(folder)}", highlight=False, soft_wrap=True
+    )
     if any(r.folder for r in spec.runs):
         with user_errors():
             print_comparison([folder], width)

@@ -31,7 +31,7 @@ DEFAULT_CI = 0.95
 _ONLY_WHEN_SET = {"epsilon"}
 """Default metrics shown only when some run has a value (epsilon: runs with privacy)."""
 # config keys that the identity columns already show, or that differ by design within a group
-_SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name"}
+_SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name", "privacy"}  # privacy.* tell more
 _CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics", "privacy"}
 _BOOKKEEPING = {STATUS, "path", "paths", "members", "group", "started", "duplicate_of", "n"}
 _SUFFIXES = (".std", ".ci_low", ".ci_high")

@@ -14,6 +14,7 @@ import pandas as pd
 from gradlab.study import numbers
 from gradlab.study.compare import constant_columns, is_config_column
 from gradlab.study.reading import IDENTITY
+from gradlab.text import markdown, one_line
 
 
 def _number(value: Any) -> Any:
@@ -159,7 +160,8 @@ def display(
 ) -> tuple[list[str], list[list[str]], dict[str, str]]:
     """Headers, rows of text and the constant columns' text, for a table or Markdown.
 
-    Grouped metrics become one cell: ``mean ± h`` with ``h`` the half-width of the
+    Every text is one line (:func:`gradlab.text.one_line`: a newline in a name is shown
+    as ``\\n``). Grouped metrics become one cell: ``mean ± h`` with ``h`` the half-width of the
     confidence interval (``spread="ci"``) or the standard deviation (``"std"``); a delta
     against the baseline shows its interval ``[low, high]``; a significant ``p_adjusted``
     gets a ``*``. ``seeds_needed`` is shown only with ``power``. Every number of a column
@@ -192,8 +194,9 @@ def display(
             text + (" *" if mark else "")
             for text, mark in zip(cells["p_adjusted"], marks, strict=True)
         ]
-    rows = [[cells[c][i] for c in shown] for i in range(len(table))]
-    return shown, rows, constants
+    rows = [[one_line(cells[c][i]) for c in shown] for i in range(len(table))]
+    constants = {one_line(k): one_line(v) for k, v in constants.items()}
+    return [one_line(c) for c in shown], rows, constants
 
 
 def notes(table: pd.DataFrame, spread: str = "ci", shown: list[str] | None = None) -> list[str]:
@@ -216,6 +219,10 @@ def notes(table: pd.DataFrame, spread: str = "ci", shown: list[str] | None = Non
             "(same seeds), welch = Welch's t-test; p_adjusted: Holm over the rows tested; "
             "* = p_adjusted < 0.05"
         )
+        if "test" in table.columns and (table["test"] == "none").any():
+            lines.append(
+                "test none: a value is infinite (epsilon without noise): no t-test, no interval"
+            )
         if table.attrs.get("baseline_empty"):
             lines.append("the baseline has no completed run: no row could be tested against it")
     return lines
@@ -225,10 +232,10 @@ def to_markdown(table: pd.DataFrame, spread: str = "ci", power: bool = False) ->
     headers, rows, constants = display(table, spread, power)
     lines = []
     if constants:
-        lines += [" · ".join(f"{k}: {v}" for k, v in constants.items()), ""]
+        lines += [" · ".join(f"{markdown(k)}: {markdown(v)}" for k, v in constants.items()), ""]
 
     def cells(values: list[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(markdown(v) for v in values) + " |"
 
     lines.append(cells(headers))
     lines.append("|" + "|".join("---" for _ in headers) + "|")

@@ -7,8 +7,15 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from gradlab.errors import CompareError
-from gradlab.runlog import ALERTS_COLUMNS, ALERTS_FILE, GRADS_FILE, GRADS_STATS
+from gradlab.errors import CompareError, RunFolderError
+from gradlab.runlog import (
+    ALERTS_COLUMNS,
+    ALERTS_FILE,
+    GRADS_FILE,
+    GRADS_STATS,
+    read_config,
+    read_summary,
+)
 from gradlab.study.reading import is_run_folder, read_log
 
 if TYPE_CHECKING:
@@ -22,17 +29,39 @@ def load_grads(run: str | Path) -> pd.DataFrame:
     """``grads.csv`` of a run: one row per check and parameter."""
     path = Path(run) / GRADS_FILE
     if not path.exists():
-        if not Path(run).is_dir() or not is_run_folder(Path(run)):
+        try:
+            folder = Path(run).is_dir() and is_run_folder(Path(run))
+        except OSError as exc:
+            raise CompareError(f"{run}: cannot be read ({exc.strerror or exc})") from None
+        if not folder:
             raise CompareError(
                 f"{run}: not a run folder (no config.yaml or summary.json); inspect takes one "
                 "run's folder, e.g. runs/<name>-<date>-<time>-<hex>"
             )
-        raise CompareError(f"{run}: no {GRADS_FILE} (the run had diagnostics.every: 0)")
+        raise CompareError(f"{run}: no {GRADS_FILE} ({_why_no_grads(Path(run))})")
     grads = read_log(path, "weight_norm")
     for column in OPTIONAL:
         if column not in grads.columns:
             grads[column] = float("nan")
     return _checked(grads, path, ["step", "param", *STATS])
+
+
+def _why_no_grads(run: Path) -> str:
+    """Why a run folder has no grads.csv, as far as its config and summary tell."""
+    try:
+        every = read_config(run).get("diagnostics", {}).get("every")
+    except (RunFolderError, AttributeError):
+        every = None
+    if every == 0:
+        return "the run had diagnostics.every: 0"
+    try:
+        steps = read_summary(run).get("steps")
+    except (RunFolderError, AttributeError):
+        steps = None
+    if isinstance(every, int) and isinstance(steps, int) and steps < 1:
+        return "the run stopped before its first gradient check"
+    setting = f"diagnostics.every: {every}" if isinstance(every, int) else "diagnostics on"
+    return f"missing, although the run had {setting}: the file was removed or never written"
 
 
 def load_alerts(run: str | Path) -> pd.DataFrame:

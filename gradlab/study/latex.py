@@ -16,6 +16,7 @@ from gradlab.errors import CompareError
 from gradlab.study import numbers
 from gradlab.study.compare import default_ascending, is_config_column
 from gradlab.study.exports import P_VALUES, column_values, display, half_widths, notes, significant
+from gradlab.text import one_line
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -34,9 +35,10 @@ _SPECIAL = {
 }
 
 
-def escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped."""
-    return "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+def escape(text: object) -> str:
+    """``text`` on one line (:func:`gradlab.text.one_line`: a newline cannot end a ``%``
+    comment) with LaTeX's special characters escaped."""
+    return "".join(_SPECIAL.get(ch, ch) for ch in one_line(text))
 
 
 def _is_scored(column: str) -> bool:
@@ -112,7 +114,8 @@ def to_latex(table: pd.DataFrame, spread: str = "ci", power: bool = False) -> st
     lines = ["% gradlab compare; needs \\usepackage{booktabs}"]
     if constants:
         lines.append(
-            "% the same in every row: " + "; ".join(f"{k}: {v}" for k, v in constants.items())
+            "% the same in every row: "
+            + "; ".join(f"{one_line(k)}: {one_line(v)}" for k, v in constants.items())
         )
     lines += [
         f"\\begin{{tabular}}{{{spec}}}",
@@ -128,6 +131,6 @@ def to_latex(table: pd.DataFrame, spread: str = "ci", power: bool = False) -> st
         explained[0] = (
             f"[low, high] = the {level * 100:g}% confidence interval of the mean over seeds"
         )
-    lines += [f"% {line}" for line in explained]
+    lines += [f"% {one_line(line)}" for line in explained]  # a comment ends at a newline
     lines.append("% bold: the best loss (smallest) and accuracy (largest) of each column")
     return "\n".join(lines) + "\n"

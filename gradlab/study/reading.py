@@ -5,6 +5,7 @@ Pure pandas: never imports torch. ``gradlab.load_runs`` and ``gradlab.load_steps
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -45,13 +46,53 @@ METRICS = [
     "steps_per_second",
 ]
 STATUS = "status"
+_INF = math.inf
+RANGES = {
+    "steps": (0, _INF),
+    "final_train_loss": (0, _INF),
+    "final_test_accuracy": (0, 1),
+    "best_test_accuracy": (0, 1),
+    "epsilon": (0, _INF),
+    "grad_norm_mean": (0, _INF),
+    "grad_norm_max": (0, _INF),
+    "edit_changed_frac": (0, 1),
+    "alerts": (0, _INF),
+    "steps_per_second": (0, _INF),
+}
+"""What each summary metric can be (bounds included; infinity where the upper bound is
+infinite). Anything else (``epsilon: -5``, ``true``, an accuracy of 1.5) is not read as a
+number: the cell is empty and a warning names the run."""
+
+
+def metric_value(metric: str, value: Any) -> float | None:
+    """A summary's ``value`` of ``metric`` as a float; NaN when absent (None, missing), None
+    when it is not a possible value (a boolean, text, a number outside :data:`RANGES`)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    low, high = RANGES.get(metric, (-_INF, _INF))
+    if math.isnan(number) or low <= number <= high:
+        return number
+    return None
 
 
 # --------------------------------------------------------------------------- finding runs
 
 
 def is_run_folder(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() or (path / SUMMARY_FILE).is_file()
+    """A folder with a config.yaml or a summary.json. Raises OSError when ``path`` cannot be
+    looked into (permission denied, a symlink loop)."""
+    return any(_stat_mode(path / name, stat.S_ISREG) for name in (CONFIG_FILE, SUMMARY_FILE))
+
+
+def _stat_mode(path: Path, test) -> bool:
+    """``test(mode)`` of ``path`` (followed); False when nothing is there."""
+    try:
+        return bool(test(os.stat(path).st_mode))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -59,54 +100,130 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     inside it, run folders given one by one). Hidden folders are not searched, and nothing
     below a run folder is.
 
+    Symlinks are followed, once: a folder reached again (by another link, or a loop such as
+    ``ln -s .. runs/up``) is not searched again, a link to a folder that holds it is a loop
+    and not followed, and the kernel's file systems (``/proc``, ``/sys``, ``/dev``, ...)
+    hold no runs and are not searched. A folder that cannot be read is left out.
+
     Returns:
         The run folders in order without duplicates, and one message per path that is not
-        a run folder and holds none, or per run folder a ``sweep.json`` lists but which is
-        gone.
+        a run folder and holds none, per folder that could not be searched (and why), or
+        per run folder a ``sweep.json`` lists but which is gone.
     """
     runs: list[Path] = []
     problems: list[str] = []
+    walk = _Walk()
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            problems.append(f"{path} (no such file or folder)")
-        elif path.is_dir():
-            found, missing = _walk(path)
-            runs.extend(found)
-            problems.extend(missing)
-            if not found and not missing and not path.name.startswith("."):
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            problems.append(f"{path} ({_os_reason(exc, path)})")
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            before = len(walk.found), len(walk.problems)
+            again = (info.st_dev, info.st_ino) in walk.seen
+            walk.search(path)
+            unchanged = (len(walk.found), len(walk.problems)) == before
+            if unchanged and not again and not path.name.startswith("."):
                 problems.append(f"{path} (not a run folder, and holds none)")
         elif path.name != ".gitkeep":
             problems.append(f"{path} (not a run folder)")
-    unique = list(dict.fromkeys(p.resolve() for p in runs))
-    by_resolved = {p.resolve(): p for p in runs}
-    return [by_resolved[p] for p in unique], problems
+    runs, problems = walk.found, problems + walk.problems
+    unique = list(dict.fromkeys(os.path.realpath(p) for p in runs))
+    by_real = {os.path.realpath(p): p for p in runs}
+    return [by_real[p] for p in unique], problems
 
 
-def _walk(top: Path) -> tuple[list[Path], list[str]]:
-    """Run folders at or below ``top`` (sorted by path), and the folders that sweep.json
-    files below ``top`` list but that are gone."""
-    found: list[Path] = []
-    missing: list[str] = []
-    stack = [top]
-    while stack:
-        folder = stack.pop()
+def _os_reason(exc: OSError, path: Path) -> str:
+    """Why ``path`` cannot be searched, in a few words."""
+    if exc.errno == errno.ELOOP:
+        return "a symlink loop"
+    if isinstance(exc, FileNotFoundError):
+        return "a symlink to nothing" if os.path.islink(path) else "no such file or folder"
+    if isinstance(exc, PermissionError):
+        return "cannot be read: permission denied"
+    return f"cannot be read: {exc.strerror or exc}"
+
+
+_KERNEL_FILE_SYSTEMS = {
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs",
+    "tracefs", "pstore", "bpf", "mqueue", "hugetlbfs", "configfs", "fusectl", "binfmt_misc",
+    "autofs", "efivarfs", "rpc_pipefs", "nsfs",
+}  # fmt: skip
+
+
+def _kernel_mounts() -> list[str]:
+    """Mount points of the kernel's own file systems (Linux; none elsewhere)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            fields = [line.split() for line in mounts]
+    except OSError:
+        return []
+    return [
+        f[1].replace("\\040", " ") for f in fields if len(f) > 2 and f[2] in _KERNEL_FILE_SYSTEMS
+    ]
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _Walk:
+    """One search over several paths: every real folder is searched at most once."""
+
+    def __init__(self) -> None:
+        self.found: list[Path] = []
+        self.problems: list[str] = []
+        self.seen: set[tuple[int, int]] = set()
+        self.kernel = _kernel_mounts()
+
+    def search(self, top: Path) -> None:
+        """Add the run folders at or below ``top`` (depth first, by name) and the problems
+        met on the way: unreadable folders, loops, runs a sweep.json lists that are gone."""
+        stack = [top]
+        links: list[Path] = []  # followed after the real folders, which so keep their own
+        while stack or links:  # paths when a link leads to them too
+            folder = stack.pop() if stack else links.pop(0)
+            try:
+                self._visit(folder, stack, links)
+            except OSError as exc:
+                self.problems.append(f"{folder} ({_os_reason(exc, folder)})")
+
+    def _visit(self, folder: Path, stack: list[Path], links: list[Path]) -> None:
+        info = os.stat(folder)
+        key = (info.st_dev, info.st_ino)
+        if key in self.seen:  # another way to a folder already searched
+            return
+        self.seen.add(key)
+        real = os.path.realpath(folder)
+        if any(_under(real, mount) for mount in self.kernel if mount != "/"):
+            self.problems.append(f"{folder} (the kernel's file system {real}; not searched)")
+            return
         if is_run_folder(folder):
-            found.append(folder)
-            continue
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
-        except OSError:
-            continue
+            self.found.append(folder)
+            return
+        entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
         names = {e.name for e in entries}
         if SWEEP_FILE in names:
-            missing.extend(_missing_sweep_runs(folder, names))
-        stack.extend(
-            Path(e.path)
-            for e in entries
-            if not e.name.startswith(".") and e.is_dir(follow_symlinks=True)
-        )
-    return found, missing
+            self.problems.extend(_missing_sweep_runs(folder, names))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                if not entry.is_dir(follow_symlinks=True):
+                    continue
+                link = entry.is_symlink()
+                if link and _under(real, os.path.realpath(path)):
+                    self.problems.append(
+                        f"{path} (a symlink to a folder that holds it; not followed)"
+                    )
+                    continue
+            except OSError as exc:
+                self.problems.append(f"{path} ({_os_reason(exc, path)})")
+                continue
+            (links if link else stack).append(path)
 
 
 def _missing_sweep_runs(path: Path, present: set[str]) -> list[str]:
@@ -184,13 +301,15 @@ def _log_or_empty(load, path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def figures_from_logs(path: Path) -> dict[str, float]:
+def figures_from_logs(path: Path) -> dict[str, float | int]:
     """The summary's figures, recomputed from a run's steps.csv and evals.csv: what a run
     that died without writing its summary (or one still running) has logged so far."""
-    figures: dict[str, float] = {}
+    figures: dict[str, float | int] = {}
     steps = _log_or_empty(load_steps, path)
     if len(steps) and "loss" in steps:
-        figures["steps"] = float(steps["step"].iloc[-1])
+        logged = steps["step"].dropna()
+        if len(logged) and math.isfinite(logged.iloc[-1]):
+            figures["steps"] = int(logged.iloc[-1])  # a count, as in a summary
         figures["final_train_loss"] = float(steps["loss"].tail(20).mean())
         taken = steps[steps["skipped"] == 0] if "skipped" in steps else steps
         if "grad_norm" in taken and taken["grad_norm"].notna().any():
@@ -213,19 +332,20 @@ def figures_from_logs(path: Path) -> dict[str, float]:
     return figures
 
 
-def read_run(path: Path) -> dict[str, Any]:
-    """One row of :func:`load_runs` for the run folder ``path``.
+def read_run(path: Path, invalid: list[str] | None = None) -> dict[str, Any]:
+    """One row of :func:`load_runs` for the run folder ``path``. A summary metric that is
+    not a possible value (:data:`RANGES`) is left empty (NaN) and named in ``invalid``.
 
     Raises:
         RunFolderError: a file is missing, unreadable, or holds values of the wrong type.
     """
     try:
-        return _read_run(path)
+        return _read_run(path, [] if invalid is None else invalid)
     except (TypeError, AttributeError, ValueError, KeyError, OverflowError) as exc:  # wrong types
         raise RunFolderError(f"{path}: unexpected contents ({type(exc).__name__}: {exc})") from None
 
 
-def _read_run(path: Path) -> dict[str, Any]:
+def _read_run(path: Path, invalid: list[str]) -> dict[str, Any]:
     config = read_config(path)
     meta = read_meta(path)
     summary = read_summary(path)
@@ -252,8 +372,10 @@ def _read_run(path: Path) -> dict[str, Any]:
     if summary.get("epsilon", 0) is None and summary.get("noise_multiplier") == 0:
         summary = {**summary, "epsilon": math.inf}  # DP-SGD without noise: no guarantee
     for metric in METRICS:
-        value = summary.get(metric)
-        row[metric] = float(value) if isinstance(value, (int, float)) else math.nan
+        value = metric_value(metric, summary.get(metric))
+        if value is None:
+            invalid.append(f"{metric} {json.dumps(summary.get(metric), default=str)[:40]}")
+        row[metric] = math.nan if value is None else value
     row[STATUS] = status
     row["path"] = str(path)
     resolved = resolved_from_meta(meta)
@@ -265,6 +387,8 @@ def _read_run(path: Path) -> dict[str, Any]:
     for key, value in flatten(config).items():
         if key not in row:
             row[key] = value
+    # DP-SGD on or off in one column: "on" with a privacy section (its keys are privacy.*)
+    row["privacy"] = "on" if isinstance(config.get("privacy"), dict) else None
     return row
 
 
@@ -286,21 +410,27 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     observation) and every config key, flattened (``optim.lr``, ``model.hidden``, ...).
 
     ``df.attrs["skipped"]`` lists the folders that are broken (left out);
+    ``df.attrs["invalid"]`` the runs whose summary holds impossible values (left empty);
     ``df.attrs["duplicates"]`` the ``(older, newer)`` path pairs of repeated runs.
     """
     runs, skipped = find_runs(paths)
     rows = []
+    invalid: list[str] = []
     for path in runs:
+        values: list[str] = []
         try:
-            rows.append(read_run(path))
+            rows.append(read_run(path, values))
         except RunFolderError as exc:
             skipped.append(f"{path.name} ({_reason(exc, path)})")
+        if values:
+            invalid.append(f"{path.name} ({', '.join(values)})")
     df = pd.DataFrame(
         rows, columns=None if rows else [*IDENTITY, *METRICS, STATUS, "path", "group"]
     )
     df["duplicate_of"] = None
     df.attrs["duplicates"] = _mark_duplicates(df)
     df.attrs["skipped"] = skipped
+    df.attrs["invalid"] = invalid
     return df
 
 

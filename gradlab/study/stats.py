@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import fmean
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
 class Difference:
     """A group against the baseline on one metric (group minus baseline)."""
 
-    test: str | None  # paired, welch, or None when one side has no value
+    test: str | None  # paired, welch; none: a value is infinite; None: one side has none
     delta: float
     ci_low: float = math.nan
     ci_high: float = math.nan
@@ -92,12 +93,18 @@ def compare_to_baseline(
     t-test otherwise. When the differences (paired) or both groups (Welch)
     have no spread, p is 1 if the difference is exactly 0 and 0 otherwise, and the interval
     is the point. Too few values for a test leave p and the interval empty (NaN); with no
-    value on one side there is no test at all (``test`` is None).
+    value on one side there is no test at all (``test`` is None); with an infinite value on
+    either side (ε without noise) ``test`` is ``none``: ``delta`` is the difference of the
+    means (±inf) and there is no interval, p-value or ``seeds_needed``.
     """
     group = {s: v for s, v in group.items() if not math.isnan(v)}
     baseline = {s: v for s, v in baseline.items() if not math.isnan(v)}
     if not group or not baseline:
         return Difference(None, math.nan)
+    if not all(math.isfinite(v) for v in (*group.values(), *baseline.values())):
+        # an infinite value (epsilon without noise) has no t-test: the difference of the
+        # means (+-inf, or NaN for inf - inf) without interval or p-value
+        return Difference("none", fmean(group.values()) - fmean(baseline.values()))
     shared = sorted(set(group) & set(baseline))
     if set(group) == set(baseline) or (
         len(shared) >= 2 and (set(group) <= set(baseline) or set(baseline) <= set(group))
