@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from gradlab.sweeps.spec import PlannedRun
-from gradlab.sweeps.worker import Event, claim_folder, died, record_result, run_one
+from gradlab.sweeps.worker import NOT_STARTED, Event, claim_folder, died, record_result, run_one
 
 
 def _worker_main(conn, threads: int, parent: int) -> None:
@@ -143,7 +143,7 @@ def run_local(
     except KeyboardInterrupt:
         stopping = True
         for run in queue:
-            run.status, run.error = "interrupted", "not started: the sweep was interrupted"
+            run.status, run.error = "interrupted", NOT_STARTED
         deadline = time.monotonic() + 120
         _signal_workers(busy, signal.SIGINT)  # the running runs finish their step and stop
         while busy and time.monotonic() < deadline:

@@ -20,7 +20,7 @@ from gradlab.identity import run_experiment_key
 from gradlab.runlog import SWEEP_FILE, read_config, read_meta, read_summary, write_json
 from gradlab.sweeps.local import run_local
 from gradlab.sweeps.spec import PlannedRun, Sweep
-from gradlab.sweeps.worker import Event
+from gradlab.sweeps.worker import NOT_STARTED, Event
 
 LOCK_FILE = ".lock"
 EXECUTORS = ("local", "ray")
@@ -259,10 +259,6 @@ def _execute(
             if run.status in ("pending", "running"):
                 started = run.status == "running"
                 run.status = "interrupted"
-                run.error = run.error or (
-                    "the sweep was interrupted"
-                    if started
-                    else "not started: the sweep was interrupted"
-                )
+                run.error = run.error or ("the sweep was interrupted" if started else NOT_STARTED)
         save()
     return sweep_dir

@@ -27,6 +27,8 @@ from gradlab.sweeps.spec import PlannedRun
 
 Event = Callable[[PlannedRun], None]
 """What an executor calls with a run when it starts it, and again when the run ended."""
+NOT_STARTED = "not started: the sweep was interrupted"
+"""The error of a run that a stopped sweep never started (it has no run folder)."""
 
 
 def run_one(
