@@ -126,7 +126,7 @@ def sweep(
             sweep_file, max_runs=max_runs, sets=set_ or [], grids=grid or [], seeds=seeds
         )
         if executor is Executor.ray and address and not dry_run:
-            from gradlab.sweeps.ray_executor import check_address
+            from gradlab.sweeps.ray_address import check_address
 
             check_address(address)  # before the sweep folder exists
         if dry_run:

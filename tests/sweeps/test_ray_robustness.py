@@ -16,13 +16,8 @@ from conftest import tiny
 from gradlab.errors import GradlabError
 from gradlab.runlog import create_run_folder
 from gradlab.sweeps.plan import load_sweep
-from gradlab.sweeps.ray_executor import (
-    CLIENT_PORT,
-    Endpoint,
-    check_address,
-    parse_address,
-    train_task,
-)
+from gradlab.sweeps.ray_address import CLIENT_PORT, Endpoint, check_address, parse_address
+from gradlab.sweeps.ray_executor import train_task
 from gradlab.sweeps.run import run_sweep
 from gradlab.sweeps.worker import run_one
 

@@ -21,6 +21,7 @@ LEAVES = {
     "gradlab.schema",
     "gradlab.yamlfile",
     "gradlab.identity",
+    "gradlab.text",
 }
 PLUGINS = ("gradlab.editing", "gradlab.engines", "gradlab.optimizers")
 STUDY = ("gradlab.study", "gradlab.report")
