@@ -187,53 +187,99 @@ def print_warning(message: str) -> None:
 
 
 def print_gradcheck(report: dict[str, Any]) -> None:
-    """One table per engine: entries checked, kinks, relative error and verdict per parameter.
+    """One table per engine: entries checked, kinks, relative error, largest difference,
+    the worst entry's error beyond its floor and the verdict per parameter; below them the
+    criterion with its floor, the kinks, and the entries below what finite differences
+    resolve.
 
     Kinks (entries whose perturbation crossed a ReLU kink) are left out of the errors; a
     parameter whose every entry is a kink shows ``-`` and the verdict ``all kinks``.
     """
     colours = {"good": "green", "suspicious": "yellow", "wrong": "red", "all kinks": "yellow"}
+    headers = ("param", "entries", "kinks", "relative error", "max |diff|", "beyond floor")
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else "0" if value == 0 else f"{value:.2e}"
+
     for engine, result in report["engines"].items():
         table = Table(
             title=f"gradcheck, {engine} engine: eps {report['eps']:g}, "
             f"{report['samples']} {report['inputs']} samples, float64",
             title_justify="left",
         )
-        columns = ("param", "entries", "kinks", "relative error", "max |difference|", "verdict")
-        for column in columns:
-            table.add_column(column, justify="left" if column in ("param", "verdict") else "right")
         rows = [*result["params"].items(), ("overall", result["overall"])]
-        for name, row in rows:
-            colour = colours[row["verdict"]]
-            checked = row["rel_error"] is not None
-            table.add_row(
+        cells = [
+            [
                 name,
                 f"{row['entries']:,}",
                 f"{row['kinks']:,}",
-                f"{row['rel_error']:.2e}" if checked else "-",
-                f"{row['max_abs_diff']:.2e}" if checked else "-",
+                *(number(row.get(key)) for key in ("rel_error", "max_abs_diff", "entry_error")),
+            ]
+            for name, row in rows
+        ]
+        # the values keep their width on a narrow terminal; the headers wrap instead
+        for i, header in enumerate(headers):
+            width = max(len(line[i]) for line in cells)
+            table.add_column(header, justify="left" if i == 0 else "right", min_width=width)
+        table.add_column("verdict", min_width=max(len(row["verdict"]) for _, row in rows))
+        for (name, row), line in zip(rows, cells, strict=True):
+            colour = colours[row["verdict"]]
+            table.add_row(
+                *line,
                 f"[{colour}]{row['verdict']}[/]",
                 style="bold" if name == "overall" else None,
             )
         console.print(table)
-    # the kinks are the same for every engine (they come from the finite differences)
+    # the kinks and the floors are the same for every engine (they come from the losses)
     result = next(iter(report["engines"].values()))
+    criterion = report.get("criterion")
+    if criterion:
+        largest = result["overall"].get("floor")
+        console.print(
+            f"criterion: an entry passes when |g - approx| <= floor + {criterion['rtol']:g} "
+            "(|g| + |approx|); beyond floor is the worst entry's "
+            "max(|g - approx| - floor, 0) / (|g| + |approx|)",
+            highlight=False,
+        )
+        console.print(
+            f"floor: round-off {criterion['roundoff_units']:g} x machine eps "
+            f"{criterion['machine_eps']:.2g} ({criterion['dtype']}) x |J| {criterion['loss']:.3g}"
+            f" / eps {report['eps']:g} = {criterion['roundoff']:.2g}, plus truncation "
+            "2 |approx - approx at eps/2|"
+            + ("" if largest is None else f"; largest floor {largest:.2g}"),
+            highlight=False,
+        )
     kinks = result["overall"]["kinks"]
     unchecked = [name for name, row in result["params"].items() if row["rel_error"] is None]
     if kinks:
         console.print(
             f"{kinks:,} {'entry' if kinks == 1 else 'entries'} left out of the errors as kinks: "
-            "moving by eps put some ReLU input on the other side of 0"
+            "moving by eps (or eps/2) put some ReLU input on the other side of 0"
             + (f"; every entry of {', '.join(unchecked)} is a kink" if unchecked else "")
         )
+    # a parameter of only such entries has a note in the report; this says it for all
+    every = [name for name, row in result["params"].items() if row.get("note")]
+    some = [
+        f"{row['unresolved']:,} of {row['entries'] - row['kinks']:,} of {name}"
+        for name, row in result["params"].items()
+        if row.get("unresolved") and not row.get("note")
+    ]
+    if every or some:
+        console.print(
+            f"below what finite differences resolve at eps={report['eps']:g} (|approx| within "
+            "its floor), compared by absolute difference: "
+            + "; ".join(([f"every entry of {', '.join(every)}"] if every else []) + some),
+            highlight=False,
+        )
     if report["passed"]:
-        others = " other" if unchecked else ""
-        console.print(f"[green]passed[/]: every{others} parameter within 1e-5")
+        others = " of every other parameter" if unchecked else ""
+        console.print(f"[green]passed[/]: every entry{others} within its floor + 1e-5 relative")
     elif result["overall"]["rel_error"] is None:
         console.print("[red]failed[/]: every entry crossed a ReLU kink, nothing was compared")
     else:
         console.print(
-            "[red]failed[/]: some parameter above 1e-5 (about 1e-3 is suspicious, larger is a bug)"
+            "[red]failed[/]: some entry beyond its floor by more than 1e-5 relative "
+            "(about 1e-3 is suspicious, larger is a bug)"
         )
 
 

@@ -108,10 +108,12 @@ def gradcheck(
 ) -> None:
     """Check the gradients of every engine against finite differences (float64).
 
-    Relative error ||approx - g|| / (||approx|| + ||g||): <= 1e-5 good, ~1e-3 suspicious,
-    larger wrong. Entries whose +-eps moves some ReLU input across 0 are kinks, counted and
-    left out. Exit 0 when no parameter is suspicious or wrong (and some entry is not a
-    kink), 1 otherwise.
+    An entry passes when |g - approx| <= floor + 1e-5 (|g| + |approx|), the floor being what
+    central differences resolve at this eps: round-off 4 x machine eps x |J| / eps, plus
+    the truncation measured against eps/2. Per parameter, the worst entry's relative error
+    beyond its floor: <= 1e-5 good, ~1e-3 suspicious, larger wrong. Entries whose +-eps
+    moves some ReLU input across 0 are kinks, counted and left out. Exit 0 when no
+    parameter is suspicious or wrong (and some entry is not a kink), 1 otherwise.
     """
     from gradlab.config import load_config
     from gradlab.gradcheck import check_options

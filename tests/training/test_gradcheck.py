@@ -68,7 +68,8 @@ def test_a_planted_hidden_kink_is_reported_left_out_and_the_check_passes():
         assert result["overall"]["rel_error"] < 1e-7 and result["overall"]["verdict"] == "good"
 
     # the kink is real: with it, fc1.bias would not pass
-    approx, kink = gc.finite_differences(model, x, y, "fc1.bias", torch.arange(8), EPS)
+    diffs = gc.finite_differences(model, x, y, "fc1.bias", torch.arange(8), EPS)
+    approx, kink = diffs.approx, diffs.kink
     exact = gc.analytic_gradients(model, x, y)["fc1.bias"]
     assert gc.relative_error(approx, exact) > gc.SUSPICIOUS
     assert gc.relative_error(approx[~kink], exact[~kink]) < 1e-7
@@ -110,6 +111,10 @@ def test_rows_leave_kinks_out_and_say_when_every_entry_is_one():
         "kinks": 1,
         "rel_error": 0.0,
         "max_abs_diff": 0.0,
+        "floor": 0.0,
+        "entry_error": 0.0,
+        "unresolved": 0,
+        "note": None,
         "verdict": "good",
     }
     row = gc.report_row(approx, exact, torch.tensor([True, True, True]))
@@ -118,6 +123,10 @@ def test_rows_leave_kinks_out_and_say_when_every_entry_is_one():
         "kinks": 3,
         "rel_error": None,
         "max_abs_diff": None,
+        "floor": None,
+        "entry_error": None,
+        "unresolved": 0,
+        "note": None,
         "verdict": "all kinks",
     }
 
@@ -131,6 +140,7 @@ def test_a_parameter_of_kinks_only_is_said_so(capsys):
     for name, size in (("fc1.weight", 2 * 784), ("fc1.bias", 2)):
         assert params[name]["verdict"] == "all kinks" and params[name]["kinks"] == size
         assert params[name]["rel_error"] is None and params[name]["max_abs_diff"] is None
+        assert params[name]["floor"] is None and params[name]["entry_error"] is None
     assert params["fc2.weight"]["kinks"] == 0 and params["fc2.weight"]["verdict"] == "good"
     assert report["passed"]  # every other parameter is good
     json.dumps(report)
