@@ -3,6 +3,7 @@ the description of the machine a run used."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,17 +160,32 @@ class StopSignals:
     signal's name (the loop finishes its step and stops cleanly). Between :meth:`arm` and
     :meth:`finishing` (the training loop) a second one raises KeyboardInterrupt; before
     (setup) and after (the last files are written) signals are only recorded, so nothing
-    cuts those short. Outside the main thread it does nothing."""
+    cuts those short, except what runs under :meth:`abortable`. Outside the main thread it
+    does nothing."""
 
     def __init__(self) -> None:
         self.raised: str | None = None
         self._armed = False
+        self._abortable = 0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised and self._armed:
-            raise KeyboardInterrupt
+        again = self.raised is not None
         self.raised = self.raised or signal.Signals(signum).name
+        if self._abortable or (again and self._armed):
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def abortable(self) -> Iterator[None]:
+        """Within: a signal (recorded as always) also raises KeyboardInterrupt at once, for a
+        long computation that cannot stop by itself at a step's end (privacy accounting:
+        numpy work between Python lines, so the signal lands within one array operation).
+        A signal that came before does not abort it."""
+        self._abortable += 1
+        try:
+            yield
+        finally:
+            self._abortable -= 1
 
     def arm(self) -> None:
         """From now on a second signal interrupts at once (the training loop)."""

@@ -1,7 +1,7 @@
 """The training loop: one explicit function that reads top to bottom.
 
 Each step, in this order: batch -> forward, loss, (scaled) backward (the engine; per-example
-clipping with DP-SGD) -> unscale -> (DP-SGD noise) -> gradient norms -> gradient health ->
+clipping with DP-SGD) -> (DP-SGD noise) -> unscale -> gradient norms -> gradient health ->
 **edit** -> optimizer step -> scaler update -> log -> evaluation when due. Per-step metrics
 stay on the training device in a preallocated buffer and are written to ``steps.csv`` every
 ``train.flush_every`` steps (and at least once a second), so no step waits for the device.
@@ -38,6 +38,7 @@ from gradlab.environment import (
     resolve_device,
     seed_everything,
     setup_record,
+    signal_exit_code,
 )
 from gradlab.errors import GradlabError, RunFolderError
 from gradlab.model import MLP
@@ -77,6 +78,18 @@ class RunResult:
     path: Path
     summary: dict[str, Any]
     model: torch.nn.Module | None = None
+
+
+class SetupInterrupted(GradlabError):
+    """A stop signal cut the privacy accounting of a run's setup short: the run did not
+    start and has no folder. The command exits as an interrupted run does (128 + the
+    signal's number: 130 for Ctrl-C)."""
+
+    def __init__(self, signal_name: str, solving: bool) -> None:
+        doing = "solving privacy.target_epsilon" if solving else "accounting privacy"
+        super().__init__(f"interrupted by {signal_name} while {doing}: no run was started")
+        self.signal = signal_name
+        self.exit_code = signal_exit_code(signal_name)
 
 
 def learning_rate(cfg_optim: OptimConfig, step: int, total_steps: int) -> float:
@@ -145,24 +158,34 @@ def train(
     SIGINT, SIGTERM and SIGHUP end the run like Ctrl-C: the step finishes, the logs are
     flushed, the model is evaluated and the summary says ``interrupted`` with the signal's
     name in ``signal``; a second signal during the loop stops it at once (still with a
-    summary). An exception, a write error included, ends the run as ``failed``.
+    summary). Privacy accounting gives way at once to a signal that arrives while it runs in
+    setup (the planned epsilon, solving ``target_epsilon``: no run starts) or after the loop
+    (the summary then says epsilon was not computed). An exception, a write error included,
+    ends the run as ``failed``.
 
     Returns:
         The run folder, its summary (``status`` is completed, interrupted, failed or
         diverged; a failed run's summary holds the error message) and the trained model.
+
+    Raises:
+        GradlabError: bad input, found before any run folder exists.
+        SetupInterrupted: a signal cut setup's privacy accounting short (no run folder).
     """
     with contextlib.ExitStack() as stack:
         # a signal from here on ends the run cleanly (during setup it is only recorded: the
         # run then stops after its first step, with a summary)
         stop = stack.enter_context(StopSignals())
         try:
-            r = _build(config, runs_dir, on_progress, on_alert, command, data, run_folder, stack)
+            r = _build(
+                config, runs_dir, on_progress, on_alert, command, data, run_folder, stack, stop
+            )
         except OSError as exc:  # an unreadable data folder, say: before any run folder exists
             where = f"{exc.filename}: " if exc.filename else ""
             raise GradlabError(f"cannot set up the run: {where}{exc.strerror or exc}") from None
         opt, weights, names = config.optim, r.weights, list(r.weights)
         full_log, use_scaler = config.train.log == "full", r.use_scaler
         skip_nonfinite = config.train.on_nonfinite == "skip"
+        wide = r.privatizer is not None  # DP noise can pass float32's sum of squares
         status, error = "completed", None
         step = epoch = consecutive_skips = nonfinite_skips = 0
 
@@ -183,21 +206,23 @@ def train(
 
                     # forward, loss, (scaled) backward; with privacy, per-example clipping
                     if empty:
+                        if step == 1:  # before this step's noise moves the weights
+                            r.steplog.first_loss = r.untrained_loss()
                         loss, logits = _no_examples(weights.values(), r.device)
                     elif r.privatizer is not None:
                         loss, logits = r.engine.clipped_step(xb, yb, r.privatizer.clip)
                     else:
                         loss, logits = r.engine.step(xb, yb)
-                    # norms and edits see the true gradients (the scaler takes gradlab's
-                    # optimizers: they have torch.optim's param_groups and step)
-                    r.scaler.unscale_(r.optimizer)  # type: ignore[arg-type]
                     # every .grad is filled by the engine (no check in the hot path)
                     grads = cast(Tensors, {name: weights[name].grad for name in names})
                     if r.privatizer is not None:  # noise, / expected batch size: DP-SGD's
-                        r.privatizer.add_noise(list(grads.values()))
-                    if full_log or use_scaler:
-                        param_norms = torch._foreach_norm(list(grads.values()))
-                        grad_norm = torch.linalg.vector_norm(torch.stack(param_norms))
+                        r.privatizer.add_noise(list(grads.values()), r.scaler)
+                    # the scaler's inf check (it skips the step) sees the gradient the step
+                    # applies; norms and edits see it unscaled (the scaler takes gradlab's
+                    # optimizers: they have torch.optim's param_groups and step)
+                    r.scaler.unscale_(r.optimizer)  # type: ignore[arg-type]
+                    if full_log or use_scaler:  # infinite only where an entry is not finite
+                        param_norms, grad_norm = gradient_norms(list(grads.values()), wide)
                     due = r.diagnostics is not None and r.diagnostics.due(step)
                     checks = r.diagnostics if due else None
                     if checks:
@@ -212,7 +237,7 @@ def train(
                         consecutive_skips += 1
                         nonfinite_skips += 1
                         edit_stats = r.pipeline.idle_stats()
-                        grad_norm_after = grad_norm if full_log else None
+                        grad_norm_after: torch.Tensor | None = grad_norm if full_log else None
                         if checks:
                             checks.after_edit(step, grads)
                         r.scaler.update()  # no step: the parameters stay as they were
@@ -235,7 +260,8 @@ def train(
 
                     if full_log:
                         correct = torch.sum(logits.argmax(1) == yb, dtype=torch.float32)
-                        values = [loss, correct, grad_norm, grad_norm_after, *param_norms]
+                        after = cast(torch.Tensor, grad_norm_after)  # full log: always set
+                        values = [loss, correct, grad_norm, after, *param_norms]
                     else:
                         values = [loss, grad_norm] if use_scaler else [loss]
                     if r.privatizer is not None:
@@ -246,7 +272,7 @@ def train(
                     ):
                         status = "diverged"
                     if status == "completed" and step % r.eval_every == 0 and step < r.total_steps:
-                        r.evaluate_now(step, epoch)
+                        r.evaluate_now(step, epoch)  # a second signal cuts it short
                     if stop.raised:
                         status = "interrupted"
                     if step >= r.total_steps or status != "completed":
@@ -267,7 +293,7 @@ def train(
             status = "diverged"
         if status in ("completed", "interrupted") and step > 0 and r.last_eval != step:
             try:
-                r.evaluate_now(step, epoch)
+                r.evaluate_now(step, epoch, abortable=True)
             except Exception as exc:  # noqa: BLE001 - out of memory, a full disk
                 status, error = "failed", _describe_failure(exc, r.folder.path)
         if status == "completed" and stop.raised:
@@ -308,6 +334,7 @@ class _Run:
     diagnostics: Diagnostics | None
     steplog: StepLog
     on_progress: Callable[[Progress], None] | None
+    stop: StopSignals
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # step, loss, acc
 
     @property
@@ -315,18 +342,45 @@ class _Run:
         """The step of the latest evaluation (None before the first)."""
         return self.evals[-1][0] if self.evals else None
 
-    def evaluate_now(self, step: int, epoch: int) -> None:
+    def evaluate_now(self, step: int, epoch: int, abortable: bool = False) -> None:
         """Evaluate on the test set (:func:`evaluate`); the result goes to evals.csv (with
-        epsilon under DP)."""
+        epsilon under DP: see :meth:`epsilon` for ``abortable``)."""
         self.model.eval()
         loss, accuracy = evaluate(
             self.model, self.data.test_x, self.data.test_y,
             self.config.train.eval_batch_size, self.amp_dtype,
         )  # fmt: skip
         self.model.train()
+        spent = [self.epsilon(step, abortable)] if self.privatizer is not None else []
         self.evals.append((step, loss, accuracy))
-        spent = [self.privatizer.epsilon(step)] if self.privatizer is not None else []
         self.folder.evals.append([[step, epoch, loss, accuracy, *spent, self.steplog.elapsed()]])
+
+    def epsilon(self, step: int, abortable: bool) -> float:
+        """epsilon after ``step`` steps (the privatizer accounts each step once). With
+        ``abortable`` (after the loop, where signals are otherwise only recorded) a signal
+        during the accounting cuts it short: NaN, and the summary says it was not computed."""
+        assert self.privatizer is not None
+        if not abortable or step in self.privatizer.spent:
+            return self.privatizer.epsilon(step)
+        try:
+            with self.stop.abortable():
+                return self.privatizer.epsilon(step)
+        except KeyboardInterrupt:
+            self.privatizer.unaccounted.add(step)
+            return math.nan
+
+    def untrained_loss(self) -> float | None:
+        """``diverge_factor``'s reference when the first batch drew no example: the untrained
+        network's mean loss on the training set (None without ``diverge_factor``)."""
+        if not self.config.train.diverge_factor:
+            return None
+        self.model.eval()
+        loss, _ = evaluate(
+            self.model, self.data.train_x, self.data.train_y,
+            self.config.train.eval_batch_size, self.amp_dtype,
+        )  # fmt: skip
+        self.model.train()
+        return loss
 
     def flushed(self, log: StepLog) -> None:
         """After each flush of the step log: the gradient-health logs, then the progress."""
@@ -348,10 +402,11 @@ def _build(
     data: Dataset | None,
     run_folder: Path | None,
     stack: contextlib.ExitStack,
+    stop: StopSignals,
 ) -> _Run:
     """Everything the loop needs: first what can fail on bad input (device, AMP, engine,
-    data, DP-SGD's noise), then the run folder, its logs and its heartbeat, which ``stack``
-    closes however the run ends."""
+    data, DP-SGD's noise and its accounting, which a signal cuts short), then the run
+    folder, its logs and its heartbeat, which ``stack`` closes however the run ends."""
     started = now_iso()
     device = resolve_device(config.train.device)
     amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
@@ -376,12 +431,17 @@ def _build(
     steps_per_epoch = math.ceil(n_train / opt.batch_size)
     total_steps = opt.max_steps or opt.epochs * steps_per_epoch
     sampling = config.data.sampling
-    privatizer = None
+    privatizer = planned_epsilon = None
     if config.privacy is not None:  # solves target_epsilon: may fail, before the folder
-        privatizer = Privatizer(
-            config.privacy, names, opt.batch_size, n_train, total_steps, config.seed, device,
-            sampling,
-        )  # fmt: skip
+        try:
+            with stop.abortable():
+                privatizer = Privatizer(
+                    config.privacy, names, opt.batch_size, n_train, total_steps, config.seed,
+                    device, sampling,
+                )  # fmt: skip
+                planned_epsilon = privatizer.epsilon(total_steps)
+        except KeyboardInterrupt:
+            raise SetupInterrupted(stop.raised or "SIGINT", privatizer is None) from None
 
     # ---- the run folder
     eval_every = config.train.eval_every or default_eval_every(steps_per_epoch, total_steps)
@@ -409,7 +469,7 @@ def _build(
             "noise_std": privatizer.noise_std,
             "sample_rate": privatizer.sample_rate,
             "expected_batch_size": privatizer.expected_batch_size,
-            "planned_epsilon": _json_number(privatizer.epsilon(total_steps, record=False)),
+            "planned_epsilon": _json_number(cast(float, planned_epsilon)),
         }
     columns = step_columns(metrics, stat_columns, batch_sizes=sampling == "poisson")
     try:
@@ -454,7 +514,7 @@ def _build(
     run = _Run(
         config, device, amp_dtype, use_scaler, data, model, weights, optimizer, scaler, engine,
         pipeline, privatizer, torch.Generator().manual_seed(config.seed), steps_per_epoch,
-        total_steps, eval_every, folder, diagnostics, steplog, on_progress,
+        total_steps, eval_every, folder, diagnostics, steplog, on_progress, stop,
     )  # fmt: skip
     steplog.on_flush = run.flushed
     return run
@@ -480,6 +540,7 @@ def _summary(
         "steps_per_second": round(step / wall, 2) if wall > 0 else None,
     }
     if r.privatizer is not None:
+        r.epsilon(step, abortable=True)  # accounted already, unless the run failed
         summary.update(r.privatizer.record(step))
     if status == "diverged":
         summary["diverged_step"] = r.steplog.diverged_step or step
@@ -534,3 +595,20 @@ def finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, use_scaler: 
     if grad_norm is None or use_scaler:
         return bool(torch.isfinite(loss))
     return bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
+
+
+def gradient_norms(
+    grads: list[torch.Tensor], wide: bool
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Each gradient's 2-norm and their global norm, in float32. With ``wide`` (DP-SGD,
+    whose noise ``max_grad_norm * noise_multiplier`` can be as large as a float32 allows)
+    the squares are summed in float64 where the device has it: float32's sum overflows once
+    a norm passes 1.8e19, and a gradient whose entries are all finite must not read as
+    infinite (under a GradScaler an infinite ``grad_norm`` is how steps.csv tells the steps
+    the scaler skipped). Without DP no finite gradient comes near that (under fp16 each
+    entry is at most 65504 before unscaling), and the float32 path costs a fifth as much."""
+    if not wide or grads[0].device.type == "mps":
+        norms = torch._foreach_norm(grads)
+        return tuple(norms), torch.linalg.vector_norm(torch.stack(norms))
+    norms64 = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads])
+    return norms64.float().unbind(), torch.linalg.vector_norm(norms64).float()

@@ -12,14 +12,18 @@ Nothing here compares gradlab with a number gradlab produced before.
 
 from __future__ import annotations
 
+import collections
 import copy
 import csv
 import functools
 import itertools
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from conftest import tiny
 from typer.testing import CliRunner
 
 from gradlab.cli import app
-from gradlab.config import ModelConfig, PrivacyConfig, config_from_dict, load_config
+from gradlab.config import Config, ModelConfig, PrivacyConfig, config_from_dict, load_config
 from gradlab.data import batch_order, load_dataset, poisson_order
 from gradlab.engines import AnalyticEngine, AutogradEngine
 from gradlab.environment import seed_everything
@@ -527,19 +531,31 @@ def test_noisy_runs_have_a_finite_epsilon():
     assert epsilon(0.04, 1.0, 2, 1e-5, "prv") == bound  # RDP's bound instead
 
 
-def test_a_run_says_where_prv_gave_way_to_rdp(tmp_path):
-    """sigma 0.04 at q = 1 (batch = the whole sample): PRV overflows within two steps; the
-    run reports RDP's (finite) bound there and says so."""
-    config = config_from_dict(
-        private(
-            {"noise_multiplier": 0.04, "accountant": "prv"},
-            optim={"batch_size": N_SAMPLE, "max_steps": 2},
-        )
-    )
-    summary = train(config, tmp_path).summary
-    assert opacus_epsilon(0.04, 1.0, 2, 1e-5, "prv") == math.inf
-    assert summary["epsilon"] == pytest.approx(opacus_epsilon(0.04, 1.0, 2, 1e-5, "rdp"))
-    assert "prv accountant could not bound epsilon" in summary["privacy_note"]
+def test_a_run_says_where_prv_gave_way_to_rdp(tmp_path, monkeypatch):
+    """Where Opacus's PRV accountant fails inside a run it was allowed to account (a
+    discretization that does not converge, say), the run reports RDP's bound there and its
+    note gives PRV's own error."""
+    opacus_or_skip()
+    from opacus.accountants import PRVAccountant
+
+    real = PRVAccountant.get_epsilon
+
+    def fails_at_step_8(self, delta, **kwargs):
+        if self.history[-1][2] == 8:
+            raise RuntimeError("Discrete mean differs significantly from continuous mean.")
+        return real(self, delta, **kwargs)
+
+    monkeypatch.setattr(PRVAccountant, "get_epsilon", fails_at_step_8)
+    raw = private({"accountant": "prv"}, train={"eval_every": 4})
+    result = train(config_from_dict(raw), tmp_path)
+    rows = {int(r["step"]): float(r["epsilon"]) for r in read_csv(result.path / "evals.csv")}
+    q = 50 / N_SAMPLE
+    assert rows[8] == pytest.approx(opacus_epsilon(1.0, q, 8, 1e-5, "rdp"), rel=1e-6)
+    assert rows[4] == pytest.approx(opacus_epsilon(1.0, q, 4, 1e-5, "prv"), rel=1e-6)
+    assert result.summary["epsilon"] == pytest.approx(opacus_epsilon(1.0, q, 12, 1e-5, "prv"))
+    note = result.summary["privacy_note"]
+    assert "prv accountant could not bound epsilon at step 8 (" in note
+    assert "Discrete mean differs" in note and "overflow" not in note
 
 
 def test_run_reports_opacus_epsilon(tmp_path):
@@ -922,9 +938,10 @@ def test_epsilon_is_never_negative():
     assert epsilon(1.0, 0.025, 2, 0.9, "rdp") == 0.0
 
 
-def test_prv_is_not_asked_where_rdp_is_past_its_range(monkeypatch):
-    """PRV overflows near 709 and can take minutes and tens of GB getting there: beyond 700
-    by RDP, gradlab reports RDP's bound without asking it."""
+def test_prv_is_not_asked_where_its_grid_would_overflow(monkeypatch):
+    """PRV takes exp over a grid as wide as RDP's bound at delta / 4000 (+3): past
+    float64's range it overflows, and it can take minutes and tens of GB getting there.
+    gradlab reports RDP's bound there without asking it, and says why."""
     opacus_or_skip()
     from opacus.accountants import PRVAccountant
 
@@ -936,7 +953,9 @@ def test_prv_is_not_asked_where_rdp_is_past_its_range(monkeypatch):
     monkeypatch.setattr(PRVAccountant, "get_epsilon", refuse)
     rdp = opacus_epsilon(0.05, 0.025, 65, 1e-5, "rdp")
     assert rdp > 700
-    assert accounted_epsilon(0.05, 0.025, 65, 1e-5, "prv") == (rdp, "rdp")
+    spent = accounted_epsilon(0.05, 0.025, 65, 1e-5, "prv")
+    assert (spent.epsilon, spent.accountant) == (rdp, "rdp")
+    assert "past 700, where float64's exp overflows" in spent.fallback
 
 
 def test_compare_shows_privacy_keys_as_config_and_json_has_no_infinity(tmp_path):
@@ -962,3 +981,333 @@ def test_compare_shows_privacy_keys_as_config_and_json_has_no_infinity(tmp_path)
     spent = float(read_csv(Path(private_run) / "evals.csv")[-1]["epsilon"])
     assert figures_from_logs(Path(private_run))["epsilon"] == spent
     assert spent == pytest.approx(by_privacy["epsilon"].iloc[0], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- accounting bounds
+# (a hostile-testing issue: PRV without bounds on steps, a target it cannot reach, notes
+# that named the wrong cause, an fp16 step counted as skipped, loss_growth's reference)
+
+
+def test_prv_grid_is_the_one_opacus_builds():
+    """gradlab sizes PRV's grid with Opacus's own formulas (its _get_domain)."""
+    opacus_or_skip()
+    from opacus.accountants import PRVAccountant
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+
+    from gradlab.privacy import prv_grid
+
+    for sigma, q, steps, delta in [(1.0, 0.025, 400, 1e-5), (0.7, 256 / 60000, 2350, 1e-6)]:
+        domain = PRVAccountant()._get_domain(
+            prvs=[PoissonSubsampledGaussianPRV(q, sigma)],
+            num_self_compositions=[steps],
+            eps_error=0.01,
+            delta_error=delta / 1000,
+        )
+        grid = prv_grid(sigma, q, steps, delta)
+        assert grid.points == domain.size
+        assert domain.t_max - 2 * domain.dt <= grid.half_width <= domain.t_max
+
+
+def prv_refused(self, delta, **kwargs):
+    raise AssertionError("the PRV accountant was asked")
+
+
+def test_prv_run_past_its_grid_is_refused_before_any_accounting(tmp_path, monkeypatch):
+    """configs/dp.yaml for 200,000 steps with prv: 57 million grid points (10 GB, minutes)
+    before step 1. Refused at once in one line that names the limit and what is allowed."""
+    opacus_or_skip()
+    from opacus.accountants import PRVAccountant
+
+    monkeypatch.setattr(PRVAccountant, "get_epsilon", prv_refused)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(Path(__file__).parents[2] / "configs" / "dp.yaml"),
+            "--set",
+            "optim.max_steps=200000",
+            "--set",
+            "privacy.accountant=prv",
+            "--runs-dir",
+            str(runs),
+        ],
+    )
+    key = "privacy.accountant|points|allows 4,194,304|at most|accountant rdp"
+    assert_one_line_error(result.exit_code, result.stderr, result.output, key, runs)
+    from gradlab.privacy import prv_grid, prv_limit
+
+    assert prv_grid(1.0, 0.025, 200_000, 1e-5).points > 50e6
+    most = int(result.stderr.split("at most ")[1].split(" steps")[0].replace(",", ""))
+    assert prv_limit(1.0, 0.025, most, 1e-5) is None  # what it says it can do, it can
+    assert prv_limit(1.0, 0.025, most + 1, 1e-5) is not None
+
+
+def count_accounting(monkeypatch, accountant: str) -> collections.Counter:
+    """Counts the real accountant's evaluations by the steps asked for."""
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    cls = {"rdp": RDPAccountant, "prv": PRVAccountant}[accountant]
+    real, calls = cls.get_epsilon, collections.Counter()
+
+    def counted(self, delta, **kwargs):
+        calls[self.history[-1][2]] += 1
+        return real(self, delta, **kwargs)
+
+    monkeypatch.setattr(cls, "get_epsilon", counted)
+    return calls
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_each_step_is_accounted_once(tmp_path, monkeypatch, accountant):
+    """The planned epsilon, the evaluations, the summary and its notes share one accounting
+    per step (PRV at its limit takes seconds an evaluation)."""
+    opacus_or_skip()
+    calls = count_accounting(monkeypatch, accountant)
+    result = train(config_from_dict(private({"accountant": accountant})), tmp_path)
+    evals = [int(r["step"]) for r in read_csv(result.path / "evals.csv")]
+    assert evals[-1] == 12 and len(evals) >= 3
+    assert dict(calls) == dict.fromkeys(evals, 1)  # (prv: RDP sizes its grid, not counted)
+    assert result.summary["epsilon"] == pytest.approx(
+        opacus_epsilon(1.0, 50 / N_SAMPLE, 12, 1e-5, accountant)
+    )
+
+
+def sigint_then_work(seconds: float, done: list):
+    """A stand-in accountant that sends this process SIGINT at its first call and then
+    works on (in Python, where a signal handler can act) for ``seconds``."""
+
+    def get_epsilon(self, delta, **kwargs):
+        if not done:
+            done.append("started")
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(int(seconds / 0.01)):
+                time.sleep(0.01)
+            done.append("finished")
+        return 25.0 / self.history[-1][0]
+
+    return get_epsilon
+
+
+def test_a_signal_cuts_the_setup_accounting_short(tmp_path, monkeypatch):
+    """Ctrl-C while target_epsilon is being solved: the command ends at once (exit 130,
+    one line, no run folder) instead of after the search and a first step."""
+    opacus_or_skip()
+    from opacus.accountants import PRVAccountant
+
+    done: list[str] = []
+    monkeypatch.setattr(PRVAccountant, "get_epsilon", sigint_then_work(2.0, done))
+    config = write_config(tmp_path, {"target_epsilon": 3.0, "accountant": "prv"})
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+    assert done == ["started"]  # the accountant did not get to finish
+    assert result.exit_code == 130, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: interrupted by SIGINT while solving privacy.target_epsilon")
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_signal_cuts_the_final_accounting_short(tmp_path, monkeypatch):
+    """Ctrl-C at step 5 ends the run; epsilon after 5 steps is then accounted after the
+    loop, and a second signal there cuts it short: the summary says it was not computed."""
+    opacus_or_skip()
+    from opacus.accountants import RDPAccountant
+
+    real = RDPAccountant.get_epsilon
+    done: list[str] = []
+    stand_in = sigint_then_work(2.0, done)
+
+    def get_epsilon(self, delta, **kwargs):
+        if self.history[-1][2] == 5:
+            return stand_in(self, delta)
+        return real(self, delta, **kwargs)
+
+    monkeypatch.setattr(RDPAccountant, "get_epsilon", get_epsilon)
+
+    def ctrl_c_at_step_5(progress):
+        if progress.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = config_from_dict(private(train={"eval_every": 100}))
+    result = train(config, tmp_path, on_progress=ctrl_c_at_step_5)
+    summary = result.summary
+    assert done == ["started"]
+    assert summary["status"] == "interrupted" and summary["steps"] == 5
+    assert summary["epsilon"] is None and summary["privacy_steps"] == 5
+    assert "cut the privacy accounting short" in summary["privacy_note"]
+    (row,) = read_csv(result.path / "evals.csv")
+    assert row["step"] == "5" and row["epsilon"] == ""
+
+
+def test_prv_target_beyond_its_range_is_refused():
+    """q = 1, one step: PRV's grid leaves float64's range above epsilon ~650. A target of
+    1000 used to land silently below it; now it is one error that gives the range."""
+    opacus_or_skip()
+    from gradlab.privacy import solve_noise_multiplier
+
+    with pytest.raises(ConfigError) as error:
+        solve_noise_multiplier(1000.0, 1e-5, 1.0, 1, "prv")
+    from gradlab.privacy import prv_floor
+
+    floor = prv_floor(1.0, 1, 1e-5)
+    reach = opacus_epsilon(floor, 1.0, 1, 1e-5, "prv")
+    assert 300 < reach < 1000
+    message = str(error.value)
+    assert message.startswith("privacy.target_epsilon: 1000 is beyond the prv accountant's")
+    assert f"up to {reach:.4g}" in message and "accountant rdp" in message
+    assert "float64" in message
+    most = float(message.split("use target_epsilon <= ")[1].split(" ")[0])
+    assert reach - 0.01 <= most <= reach
+    sigma = solve_noise_multiplier(most, 1e-5, 1.0, 1, "prv")  # the range it names is reachable
+    assert most - 0.011 <= opacus_epsilon(sigma, 1.0, 1, 1e-5, "prv") <= most
+
+
+def test_prv_target_past_its_grid_is_refused(monkeypatch):
+    """configs/dp.yaml's setting (q 0.025, 400 steps) with the grid limited to 2^17 points:
+    targets 500 and 1e6 alike are refused with the largest epsilon within the limit, and
+    one below it is met as usual."""
+    opacus_or_skip()
+    import gradlab.privacy as privacy
+
+    monkeypatch.setattr(privacy, "MAX_PRV_POINTS", 2**17)
+    floor = privacy.prv_floor(0.025, 400, 1e-5)
+    assert privacy.prv_grid(floor, 0.025, 400, 1e-5).points <= 2**17
+    reach = opacus_epsilon(floor, 0.025, 400, 1e-5, "prv")
+    for target in (500.0, 1e6):
+        with pytest.raises(ConfigError, match=rf"up to {reach:.4g} there .*131,072 points"):
+            privacy.solve_noise_multiplier(target, 1e-5, 0.025, 400, "prv")
+    sigma = privacy.solve_noise_multiplier(reach - 1, 1e-5, 0.025, 400, "prv")
+    assert reach - 1.011 <= opacus_epsilon(sigma, 0.025, 400, 1e-5, "prv") <= reach - 1
+
+
+PRV_LIMITS = [
+    ("delta below float precision", {"noise_multiplier": 1, "delta": 1e-300}, "privacy.delta|>="),
+    (
+        "too many steps",
+        {"noise_multiplier": 1, "max_steps": 200_000},
+        "privacy.accountant|at most|rdp",
+    ),
+    ("target beyond reach", {"target_epsilon": 1e5}, "privacy.target_epsilon|up to|rdp"),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "privacy", "key"), PRV_LIMITS, ids=[case[0] for case in PRV_LIMITS]
+)
+def test_what_prv_cannot_account_ends_in_one_line(tmp_path, label, privacy, key):
+    privacy = {**privacy, "accountant": "prv"}
+    steps = privacy.pop("max_steps", None)
+    config = write_config(tmp_path, privacy)
+    if steps:
+        raw = yaml.safe_load(config.read_text())
+        raw["optim"]["max_steps"] = steps
+        config.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+    assert_one_line_error(result.exit_code, result.stderr, result.output, key, runs)
+
+
+def test_prv_notes_say_the_cause_at_a_delta_near_one(tmp_path):
+    """delta 0.9999999: every bound is 0 here (RDP's is negative), which PRV cannot even
+    place on its grid. The run reports 0 and says that delta is the reason, not overflow."""
+    raw = private({"accountant": "prv", "delta": 0.9999999})
+    summary = train(config_from_dict(raw), tmp_path).summary
+    assert summary["status"] == "completed" and summary["epsilon"] == 0
+    assert opacus_epsilon(1.0, 50 / N_SAMPLE, 12, 0.9999999, "rdp") < 0
+    note = summary["privacy_note"]
+    assert "delta 0.9999999" in note and "1 / N" in note and "overflow" not in note
+
+
+def test_rdp_accounts_a_tiny_delta(tmp_path):
+    """delta 1e-300 is within RDP's reach (epsilon ~100): no refusal and no note."""
+    summary = train(config_from_dict(private({"delta": 1e-300})), tmp_path).summary
+    assert summary["epsilon"] == pytest.approx(
+        opacus_epsilon(1.0, 50 / N_SAMPLE, 12, 1e-300, "rdp")
+    )
+    assert "privacy_note" not in summary
+
+
+def fp16_private(max_grad_norm: float, steps: int) -> Config:
+    raw = private(
+        {"noise_multiplier": 1.0, "max_grad_norm": max_grad_norm},
+        train={"amp": "fp16", "engine": "autograd"},
+        optim={"max_steps": steps},
+    )
+    return config_from_dict(raw)
+
+
+def moved(result, config) -> float:
+    """How far the run moved the weights from their initial values (float64)."""
+    seed_everything(config.seed)
+    init = MLP(config.model)
+    return (
+        torch.cat(
+            [
+                (p.double() - q.double()).flatten()
+                for p, q in zip(result.model.parameters(), init.parameters(), strict=True)
+            ]
+        )
+        .norm()
+        .item()
+    )
+
+
+def test_fp16_private_step_the_scaler_applied_is_not_skipped(tmp_path):
+    """C = 1e30: the privatized gradient is finite (entries ~1e28) and the GradScaler
+    applies it, but its float32 norm overflowed and steps.csv called the step skipped."""
+    config = fp16_private(1e30, 1)
+    result = train(config, tmp_path)
+    (row,) = read_csv(result.path / "steps.csv")
+    n_params = sum(p.numel() for p in result.model.parameters())
+    noise_norm = 1e30 * math.sqrt(n_params) / 50  # sigma C sqrt(P) / expected batch
+    assert float(row["grad_norm"]) == pytest.approx(noise_norm, rel=0.05)
+    assert row["skipped"] == "0" and result.summary["skipped_steps"] == 0
+    assert moved(result, config) == pytest.approx(0.1 * float(row["grad_norm"]), rel=1e-3)
+    # and then the weights are ~1e27: fp16 overflows, the loss is NaN, the run diverged
+    later = train(fp16_private(1e30, 30), tmp_path)
+    rows = read_csv(later.path / "steps.csv")
+    assert later.summary["status"] == "diverged" and later.summary["diverged_step"] == 2
+    assert later.summary["skipped_steps"] == sum(int(r["skipped"]) for r in rows)
+    assert rows[0]["skipped"] == "0"
+
+
+def test_fp16_private_step_whose_noise_overflows_is_skipped(tmp_path):
+    """C = 1e35: the noise times the loss scale (65536) overflows float32, so the
+    GradScaler, which checks the privatized gradient, skips the step: logged as skipped,
+    and the weights did not move."""
+    config = fp16_private(1e35, 1)
+    result = train(config, tmp_path)
+    (row,) = read_csv(result.path / "steps.csv")
+    assert row["skipped"] == "1" and result.summary["skipped_steps"] == 1
+    assert moved(result, config) == 0
+
+
+def test_loss_growth_reference_is_the_untrained_loss_after_an_empty_first_batch(tmp_path):
+    """A first Poisson batch without examples is a noise-only update: the next batch's loss
+    (14.7 here) is no longer the untrained network's (2.3). loss_growth compares with the
+    untrained network's mean training loss instead."""
+    seed = next(s for s in range(100) if first_batch_is_empty(s))
+    raw = private(
+        {"noise_multiplier": 1.0, "max_grad_norm": 1.0},
+        optim={"batch_size": 1, "max_steps": 40, "lr": 0.5},
+        seed=seed,
+    )
+    config = config_from_dict(raw)
+    result = train(config, tmp_path)
+    seed_everything(seed)
+    data = load_dataset(config.data, CPU)
+    with torch.no_grad():
+        untrained = F.cross_entropy(MLP(config.model)(data.train_x), data.train_y).item()
+    rows = read_csv(result.path / "steps.csv")
+    assert rows[0]["batch_size"] == "0" and float(rows[1]["loss"]) > 5 * untrained
+    window: list[float] = []
+    expected = None
+    for row in rows:  # the rule: the mean of the last 10 losses > diverge_factor x reference
+        if row["batch_size"] != "0":
+            window = [*window, float(row["loss"])][-10:]
+            if len(window) == 10 and sum(window) / 10 > 10 * untrained:
+                expected = int(row["step"])
+                break
+    assert expected is not None
+    assert result.summary["diverged_reason"] == "loss_growth"
+    assert result.summary["diverged_step"] == expected
