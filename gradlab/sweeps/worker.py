@@ -8,11 +8,12 @@ end through callbacks (:data:`Event`) so the sweep can show progress and keep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from gradlab.config import Config, config_from_dict
+from gradlab.config import Config, PrivacyConfig, config_from_dict
 from gradlab.environment import resolved_setup
 from gradlab.errors import GradlabError
 from gradlab.runlog import (
@@ -20,6 +21,7 @@ from gradlab.runlog import (
     SUMMARY_FILE,
     RunWriter,
     create_run_folder,
+    read_meta,
     read_summary,
     write_json,
 )
@@ -76,7 +78,8 @@ def record_failure(
 ) -> dict[str, Any]:
     """Make ``folder`` (or a new run folder) say that its run ended as ``status`` (failed, or
     interrupted) with ``error``: its config and a minimal meta.json when the run never
-    wrote them, and a summary with what the run logged, unless the run already ended with a
+    wrote them, and a summary with what the run logged (:func:`spent_privacy` for a
+    private run), unless the run already ended with a
     summary of its own (which then stands)."""
     from gradlab.study.reading import figures_from_logs  # pandas: only for a run that failed
 
@@ -96,10 +99,39 @@ def record_failure(
     except GradlabError:
         previous = None
     if previous in (None, "running"):
-        summary = {"steps": 0, **figures_from_logs(folder), "status": status, "error": error}
+        summary: dict[str, Any] = {"steps": 0, **figures_from_logs(folder)}
+        if cfg.privacy is not None:
+            summary.update(spent_privacy(cfg, folder, int(summary["steps"])))
+        summary.update(status=status, error=error)
         write_json(folder / SUMMARY_FILE, summary)
         return {"status": status, "folder": folder.name, "error": error}
     return {"status": previous, "folder": folder.name, "error": None}
+
+
+def spent_privacy(cfg: Config, folder: Path, steps: int) -> dict[str, Any]:
+    """What a private run's summary says of its guarantee after the ``steps`` it logged
+    (its last evaluation may be earlier): epsilon accounted at that step with the run's
+    sigma and sample rate (meta.json) and its delta and accountant, as a run that ends
+    itself reports it (null where infinite). Empty when meta.json does not say them."""
+    try:
+        recorded = read_meta(folder)["privacy"]
+        sigma, q = float(recorded["noise_multiplier"]), float(recorded["sample_rate"])
+    except (GradlabError, AttributeError, KeyError, TypeError, ValueError):
+        return {}
+    if not (math.isfinite(sigma) and sigma >= 0 and 0 < q <= 1):
+        return {}
+    from gradlab.privacy import epsilon  # Opacus: only for a private run that died
+
+    privacy = cast(PrivacyConfig, cfg.privacy)
+    spent = epsilon(sigma, q, steps, privacy.delta, privacy.accountant)
+    return {
+        "epsilon": spent if math.isfinite(spent) else None,
+        "delta": privacy.delta,
+        "noise_multiplier": sigma,
+        "sample_rate": q,
+        "accountant": privacy.accountant,
+        "privacy_steps": steps,
+    }
 
 
 def claim_folder(sweep_dir: Path, run: PlannedRun) -> Path:

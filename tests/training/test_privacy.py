@@ -1311,3 +1311,34 @@ def test_loss_growth_reference_is_the_untrained_loss_after_an_empty_first_batch(
     assert expected is not None
     assert result.summary["diverged_reason"] == "loss_growth"
     assert result.summary["diverged_step"] == expected
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_a_killed_private_run_reports_epsilon_at_its_last_logged_step(tmp_path, accountant):
+    """A worker killed between evaluations: the summary the sweep writes for it has its
+    steps as a count and epsilon after the last step it logged, not the last evaluation's."""
+    from gradlab.sweeps.worker import record_failure
+
+    config = config_from_dict(
+        private({"noise_multiplier": 1.1, "accountant": accountant}, optim={"max_steps": 20})
+    )
+    folder = train(config, tmp_path).path
+    (folder / "summary.json").write_text('{"status": "running"}')  # the process died
+    lines = (folder / "steps.csv").read_text().splitlines(keepends=True)
+    (folder / "steps.csv").write_text("".join(lines[:18]))  # logged up to step 17
+    evals = (folder / "evals.csv").read_text().splitlines(keepends=True)
+    kept = [row for row in evals[1:] if int(row.split(",")[0]) < 17]
+    assert kept, "the run evaluated before step 17"
+    (folder / "evals.csv").write_text("".join([evals[0], *kept]))
+    last_eval = float(kept[-1].split(",")[evals[0].split(",").index("epsilon")])
+
+    record_failure(config, tmp_path, "killed by SIGKILL", folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    q = 50 / N_SAMPLE
+    assert summary["status"] == "failed" and summary["error"] == "killed by SIGKILL"
+    assert summary["steps"] == 17 and isinstance(summary["steps"], int)
+    assert summary["privacy_steps"] == 17 and summary["accountant"] == accountant
+    assert summary["noise_multiplier"] == 1.1 and summary["sample_rate"] == q
+    want = opacus_epsilon(1.1, q, 17, 1e-5, accountant)
+    assert summary["epsilon"] == pytest.approx(want, rel=1e-9)
+    assert summary["epsilon"] > last_eval  # more steps spend more
