@@ -23,10 +23,18 @@ import pandas as pd
 
 import gradlab
 from gradlab.errors import CompareError, GradlabError, RunFolderError
+from gradlab.report.files import refused_files, refused_note
 from gradlab.report.health import health_section
 from gradlab.report.page import PAGE, count, esc, figure, figure_uri, section, swatch
 from gradlab.report.table import comparison_table
-from gradlab.runlog import CONFIG_FILE, SWEEP_FILE, read_json, read_meta, write_text_atomically
+from gradlab.runlog import (
+    CONFIG_FILE,
+    META_FILE,
+    SWEEP_FILE,
+    read_json,
+    read_meta,
+    write_text_atomically,
+)
 from gradlab.study.formats import check_spread
 from gradlab.yamlfile import read_small_text_file
 
@@ -91,6 +99,9 @@ def build_report(
             one comma-separated string); None = :data:`gradlab.study.plots.DEFAULT_PANELS`.
         title: the page's title; None = the sweep's name, when the runs come from one.
         command: the command line that made the report, shown in its header.
+
+    Only regular files inside each run folder are read (:mod:`gradlab.report.files`): a
+    file that is a symlink out of its run folder is left out, and the report says so.
     """
     from gradlab.study.plots import check_panels
 
@@ -98,7 +109,8 @@ def build_report(
     panels = None if panels is None else check_panels(panels)  # None: plot_comparison's
     paths = [[str(p) for p in row] for row in table.attrs.get("paths") or [[]] * len(table)]
     runs = [p for row in paths for p in row]
-    metas = {p: _meta(p) for p in runs}
+    refused = {p: refused_files(p) for p in runs}
+    metas = {p: {} if META_FILE in refused[p] else _meta(p) for p in runs}
     sweeps = _sweeps(runs)
     if title is None:
         title = "gradlab report" + (f": {sweeps[0][1]}" if len(sweeps) == 1 else "")
@@ -111,6 +123,13 @@ def build_report(
     header = [f"<h1>{esc(title)}</h1>", f'<p class="summary">{esc(summary)}</p>']
     if command:
         header.append(f'<p class="muted">made with <code>{esc(shlex.join(command))}</code></p>')
+    left_out = sum(len(r) for r in refused.values())
+    if left_out:
+        header.append(
+            f'<p class="warn">{count(left_out, "file")} of the run folders not read into this '
+            "report (symlinks out of their run folder, or not regular files): see each "
+            f"{word}'s notes</p>"
+        )
     for folder, name, source in sweeps:
         header.append(
             f'<p class="muted">sweep <b>{esc(name)}</b> from <code>{esc(source)}</code> '
@@ -125,10 +144,14 @@ def build_report(
             ("environment", "Versions"),
         )
     )
+    private = _private_rows(table)
     groups = "".join(
-        _group_section(i, row, labels[i], colors[i], paths[i], metas, i == _baseline(table))
+        _group_section(
+            i, row, labels[i], colors[i], paths[i], metas, refused, i == _baseline(table),
+            private[i],
+        )
         for i, row in enumerate(table.to_dict("records"))
-    )
+    )  # fmt: skip
     body = [
         f"<header>{''.join(header)}</header>",
         f'<nav aria-label="sections"><ul>{nav}</ul></nav>',
@@ -149,6 +172,12 @@ def _baseline(table: pd.DataFrame) -> int | None:
     return None if baseline is None else int(baseline)
 
 
+def _private_rows(table: pd.DataFrame) -> list[bool]:
+    from gradlab.study.plots import private_rows
+
+    return private_rows(table, contained=True)
+
+
 def _labels_and_colors(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Each row's legend label and colour (#rrggbb), as in the plots."""
     from gradlab.study.labels import row_colors, row_labels
@@ -163,7 +192,7 @@ def _plots(table: pd.DataFrame, panels: str | list[str] | None) -> str:
     from gradlab.study.plots import plot_comparison
 
     try:
-        uri = figure_uri(plot_comparison(table, None, panels=panels))
+        uri = figure_uri(plot_comparison(table, None, panels=panels, contained=True))
     except GradlabError as exc:  # e.g. no run folder left to read
         return f'<p class="warn">no plot: {esc(exc)}</p>'
     return figure(uri, "comparison plots: one line per row of the table, against step")
@@ -179,32 +208,59 @@ def _group_section(
     color: str,
     paths: list[str],
     metas: dict[str, dict[str, Any]],
+    refused: dict[str, dict[str, str]],
     baseline: bool,
+    private: bool,
 ) -> str:
     tag = ' <span class="tag">baseline</span>' if baseline else ""
     facts = [label, f"{count(len(paths), 'run')} counted"]
     facts += [f"{k} {row[k]}" for k in ("seed", "status") if row.get(k) is not None]
+    if private:  # from the config; the epsilon only when the table shows it
+        facts.append(
+            "DP-SGD" + (f", epsilon {_epsilon_text(row['epsilon'])}" if "epsilon" in row else "")
+        )
+    title = f"{row.get('name')}: per-layer gradient norm and update ratio"
     parts = [
         f"<h3>{swatch(color)}{i + 1}. {esc(row.get('name'))}{tag}</h3>",
         f'<p class="muted">{esc(" · ".join(str(f) for f in facts))}</p>',
-        health_section(paths, f"{row.get('name')}: per-layer gradient norm and update ratio"),
+        *(
+            f'<p class="notes warn">left out: {esc(refused_note(p, name, why))}</p>'
+            for p in paths
+            for name, why in refused[p].items()
+        ),
+        health_section(paths, title, {p: set(refused[p]) for p in paths}),
     ]
     commands = dict.fromkeys(_command(metas[p].get("command")) for p in paths)
     commands.pop(None, None)
     if commands:
         lines = "\n".join(esc(c) for c in commands)
         parts.append(f"<h4>Command line{'s' if len(commands) > 1 else ''}</h4><pre>{lines}</pre>")
-    if paths:
-        config = _read_config(Path(paths[0]) / CONFIG_FILE)
+    shown = next((p for p in paths if CONFIG_FILE not in refused[p]), None)
+    if shown is not None:
+        config = _read_config(Path(shown) / CONFIG_FILE)
         parts.append(
-            f"<details><summary>{CONFIG_FILE} of <code>{esc(Path(paths[0]).name)}</code>"
+            f"<details><summary>{CONFIG_FILE} of <code>{esc(Path(shown).name)}</code>"
             f"</summary><pre>{esc(config)}</pre></details>"
         )
+    elif paths:
+        parts.append(
+            f'<p class="muted">no {CONFIG_FILE} shown: each is a symlink out of its run '
+            "folder or not a regular file</p>"
+        )
+    if paths:
         items = "".join(f"<li><code>{esc(p)}</code></li>" for p in paths)
         parts.append(
             f"<details><summary>run folders ({len(paths)})</summary><ul>{items}</ul></details>"
         )
     return f'<section class="group" id="group-{i}">\n' + "\n".join(parts) + "\n</section>\n"
+
+
+def _epsilon_text(value: Any) -> str:
+    """A private row's epsilon as the group section says it: unknown when it could not be
+    read (the run is private all the same: that comes from its config)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        return "unknown (no readable value)"
+    return "inf (no noise)" if value == float("inf") else f"{value:.3g}"
 
 
 def _command(command: Any) -> str | None:

@@ -5,15 +5,20 @@ the runs raised. Pure pandas; matplotlib is imported only when a figure is made.
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gradlab.errors import GradlabError
 from gradlab.report.page import count, esc, figure, figure_uri
-from gradlab.runlog import GRADS_FILE
-from gradlab.study.inspection import layer_table, load_alerts, load_grads
+from gradlab.runlog import ALERTS_FILE, GRADS_FILE
+from gradlab.study.inspection import load_alerts, load_grads
 from gradlab.study.numbers import column_format
+from gradlab.study.plots import read_logs
 
 HEALTH = {  # column of layer_health: (statistic of grads.csv, value over the run)
     "norm_first": ("norm", "first"),
@@ -33,17 +38,18 @@ HEALTH_COLUMNS = {  # column of the health table: the HEALTH figures it shows
 DEAD_HINT = 0.5  # a zero fraction from here on is flagged: dead ReLU units (or masked entries)
 
 
-def health_section(paths: list[str], title: str) -> str:
+def health_section(paths: list[str], title: str, refused: dict[str, set[str]] | None = None) -> str:
     """The "Gradient health" block of a row whose runs are ``paths``: its table, its figure
-    (captioned ``title``) and its alerts, or why there are none."""
+    (captioned ``title``) and its alerts, or why there are none. ``refused``: per run, the
+    files not to read (:func:`gradlab.report.files.refused_files`)."""
+    refused = refused or {}
     frames, missing = [], []
-    for path in paths:
-        try:
-            grads = load_grads(path)
-        except GradlabError as exc:
-            missing.append(str(exc))
-            continue
-        if len(grads):
+    readable = [p for p in paths if GRADS_FILE not in refused.get(p, ())]
+    missing += [f"{p}: {GRADS_FILE} not read (see above)" for p in paths if p not in readable]
+    for path, grads in zip(readable, _read_grads(readable), strict=True):
+        if isinstance(grads, GradlabError):
+            missing.append(str(grads))
+        elif len(grads):
             frames.append(grads)
         else:
             missing.append(f"{path}: {GRADS_FILE} holds no checks yet")
@@ -59,22 +65,76 @@ def health_section(paths: list[str], title: str) -> str:
         parts.append(figure(_layer_figure(frames), title))
     parts += [f'<p class="notes">no gradient statistics: {esc(m)}</p>' for m in missing]
     if frames:  # without diagnostics, no alert could fire: "none" would say too much
-        parts.append(_alerts(paths))
+        parts.append(_alerts([p for p in paths if ALERTS_FILE not in refused.get(p, ())]))
     return f'<div class="health">{"".join(parts)}</div>'
 
 
+_SHOWN_STATS = ["norm", "update_ratio", "zero_frac", "max_abs", "weight_norm"]
+"""The statistics of grads.csv the report shows (:data:`HEALTH` and the figure)."""
+
+
+def _read_grads(paths: list[str]) -> list[pd.DataFrame | GradlabError]:
+    """For each run, what :func:`~gradlab.study.inspection.load_grads` gives (the same rows
+    and values; a ``true`` is not a number either) or raises, of the columns the report
+    shows only, the runs' files parsed together (:func:`gradlab.study.plots.read_logs`):
+    reading thousands of runs, most of the time goes to reading. A file that is missing
+    or not as gradlab writes it goes through ``load_grads``, which says why."""
+    wanted = ["param", "step", *_SHOWN_STATS]
+    out: list[pd.DataFrame | GradlabError] = []
+    for path, grads in zip(
+        paths, read_logs(paths, GRADS_FILE, "weight_norm", columns=wanted), strict=True
+    ):
+        if isinstance(grads, GradlabError) or set(grads.columns) != set(wanted):
+            try:
+                out.append(load_grads(path))
+            except GradlabError as exc:
+                out.append(exc)
+            continue
+        for column, dtype in zip(list(grads.columns), grads.dtypes, strict=True):
+            if column != "param" and dtype.kind == "b":
+                grads[column] = np.nan
+            elif column != "param" and dtype.kind not in "iuf":  # as load_grads: text is NaN
+                grads[column] = pd.to_numeric(grads[column], errors="coerce")
+        finite = np.isfinite(grads["step"].to_numpy(float))
+        out.append(grads if finite.all() else grads[finite].reset_index(drop=True))
+    return out
+
+
 def layer_health(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One row per parameter (in the order of grads.csv): the :data:`HEALTH` figures of each
-    run's ``grads.csv``, averaged over the runs."""
-    per_run = []
-    for grads in frames:
-        layers = layer_table(grads).set_index(["param", "stat"])
-        per_run.append(
-            pd.DataFrame(
-                {k: layers[which].xs(stat, level="stat") for k, (stat, which) in HEALTH.items()}
-            )
-        )
-    return pd.concat(per_run).groupby(level=0, sort=False).mean()
+    """One row per parameter (in the order of first appearance in grads.csv): the
+    :data:`HEALTH` figures of each run's ``grads.csv`` (a statistic's value at the first
+    and the last check by step, or its largest value), averaged over the runs (missing
+    values left out).
+
+    All runs at once: one table sorted by run, parameter and step, whose groups' first and
+    last rows and maxima are taken by position (what
+    :func:`gradlab.study.inspection.layer_table` gives run by run)."""
+    stats = list(dict.fromkeys(stat for stat, _ in HEALTH.values()))
+    columns = {
+        c: np.concatenate([f[c].to_numpy() for f in frames]) for c in ["param", "step", *stats]
+    }
+    params, names = pd.factorize(columns["param"])  # first appearance first; no param: -1
+    runs = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
+    steps = columns["step"].astype(float)
+    order = np.lexsort((steps, params, runs))  # by run, parameter, then step (stable)
+    order = order[params[order] >= 0]
+    if not order.size:
+        return pd.DataFrame(columns=list(HEALTH), index=pd.Index([], name="param"), dtype=float)
+    runs, params = runs[order], params[order]
+    starts = np.flatnonzero(np.r_[True, (runs[1:] != runs[:-1]) | (params[1:] != params[:-1])])
+    ends = np.r_[starts[1:], order.size] - 1
+    values = {stat: columns[stat].astype(float)[order] for stat in stats}
+    at = {"first": starts, "last": ends}
+    per_run = pd.DataFrame(
+        {
+            key: np.fmax.reduceat(values[stat], starts)
+            if which == "max"
+            else values[stat][at[which]]
+            for key, (stat, which) in HEALTH.items()
+        },
+        index=pd.Index(names[params[starts]], name="param"),
+    )
+    return per_run.groupby(level=0, sort=False).mean().reindex(pd.Index(names, name="param"))
 
 
 def health_table(health: pd.DataFrame) -> str:
@@ -163,6 +223,8 @@ def _plain_log_formatter(**options: Any) -> Any:
 def _alerts(paths: list[str]) -> str:
     frames = []
     for path in paths:
+        if not _may_hold_alerts(Path(path) / ALERTS_FILE):
+            continue
         try:
             alerts = load_alerts(path)
         except GradlabError:
@@ -190,3 +252,17 @@ def _alerts(paths: list[str]) -> str:
         f"<th class=num>first step</th><th>first message</th></tr></thead><tbody>{rows}</tbody>"
         "</table></div>"
     )
+
+
+def _may_hold_alerts(path: Path) -> bool:
+    """False for an alerts.csv that holds its header only (no alert fired: most runs), read
+    without pandas; True for anything else (load_alerts reads it, or says why not)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 65536:
+            return True
+        with open(path, "rb") as file:
+            lines = [line for line in file.read(65537).splitlines() if line.strip()]
+    except OSError:
+        return True
+    return len(lines) > 1

@@ -36,15 +36,35 @@ def swatch(color: str) -> str:
 
 def figure_uri(fig: Any) -> str:
     """``fig`` as a ``data:`` URI: SVG (small, sharp in print), or PNG when the SVG would
-    be larger than :data:`SVG_LIMIT` (long runs: many points)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    be larger than :data:`SVG_LIMIT` (long runs: many points). The SVG is given up as soon
+    as it passes the limit, not written to its end first."""
+    buffer: io.BytesIO = _LimitedBuffer(SVG_LIMIT)
     mime = "image/svg+xml"
-    if buffer.tell() > SVG_LIMIT:
+    try:
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    except _TooLarge:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=150)
         mime = "image/png"
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+class _TooLarge(Exception):
+    """The SVG passed :data:`SVG_LIMIT`."""
+
+
+class _LimitedBuffer(io.BytesIO):
+    """A buffer that refuses to grow past ``limit`` bytes (raises :class:`_TooLarge`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: Any) -> int:
+        written = super().write(data)
+        if self.tell() > self.limit:
+            raise _TooLarge
+        return written
 
 
 def figure(uri: str, alt: str, caption: str = "") -> str:

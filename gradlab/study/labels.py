@@ -57,12 +57,13 @@ def row_labels(table: pd.DataFrame) -> list[str]:
     """
     if table.empty:
         return []
-    records = table.to_dict("records")
+    bare = _without_attrs(table)
+    records = bare.to_dict("records")
     present = [r["name"] for r in records if "name" in r and not _missing(r["name"])]
     names = [
         f"row {i + 1}" if _missing(r.get("name")) else str(r["name"]) for i, r in enumerate(records)
     ]
-    columns = _label_columns(table)
+    columns = _label_columns(bare)
     short = _short_names(columns)
     bases = [
         ", ".join(_part(short[c], r[c]) for c in columns if not _missing(r[c])) for r in records
@@ -99,6 +100,12 @@ def row_labels(table: pd.DataFrame) -> list[str]:
             for label, r in zip(labels, records, strict=True)
         ]
     return labels
+
+
+def _without_attrs(table: pd.DataFrame) -> pd.DataFrame:
+    """The same table (its data not copied) without its ``attrs``: pandas deep-copies them
+    into every column taken out, and a study's ``attrs["paths"]`` names thousands of runs."""
+    return pd.DataFrame(table, copy=False)
 
 
 def _folder_ranks(table: pd.DataFrame) -> list[int]:

@@ -383,7 +383,14 @@ def _read_run(path: Path, invalid: list[str]) -> dict[str, Any]:
     row["started"] = str(meta.get("started") or "")
     if not isinstance(row["seed"], int) or isinstance(row["seed"], bool):
         raise ValueError(f"seed {row['seed']!r} in config.yaml is not a whole number")
-    row.update({f"resolved.{k}": v for k, v in resolved.items() if k != "grad_scaler"})
+    row.update(
+        {f"resolved.{k}": v for k, v in resolved.items() if k not in ("grad_scaler", "plugins")}
+    )
+    if resolved.get("plugins"):  # the user's edits' code: tells an edited plugin's runs apart
+        row["resolved.plugins"] = ", ".join(
+            f"{spec.rpartition(':')[2]}@{str(sha)[:12]}"
+            for spec, sha in resolved["plugins"].items()
+        )
     for key, value in flatten(config).items():
         if key not in row:
             row[key] = value
@@ -461,21 +468,66 @@ def _reason(exc: RunFolderError, path: Path) -> str:
     return str(exc).replace(f"{path}/", "").replace(str(path), "")
 
 
-def load_steps(run: str | Path) -> pd.DataFrame:
+def load_steps(
+    run: str | Path,
+    columns: Iterable[str] | None = None,
+    *,
+    contained: bool = False,
+) -> pd.DataFrame:
     """``steps.csv`` of one run, one row per optimizer step. A row cut short by a killed
-    process (no ``elapsed_s``, the last column) is dropped."""
-    return read_log(Path(run) / STEPS_FILE, "elapsed_s", numeric=True)
+    process (no ``elapsed_s``, the last column) is dropped.
+
+    Args:
+        columns: read only these (see :func:`read_log`); None reads every column.
+        contained: refuse a file that lies outside the run folder (a symlink out of it).
+    """
+    return read_log(
+        Path(run) / STEPS_FILE, "elapsed_s", numeric=True, columns=columns,
+        folder=Path(run) if contained else None,
+    )  # fmt: skip
 
 
-def load_evals(run: str | Path) -> pd.DataFrame:
-    """``evals.csv`` of one run: step, epoch, test_loss, test_accuracy, elapsed_s."""
-    return read_log(Path(run) / EVALS_FILE, "elapsed_s", numeric=True)
+def load_evals(
+    run: str | Path,
+    columns: Iterable[str] | None = None,
+    *,
+    contained: bool = False,
+) -> pd.DataFrame:
+    """``evals.csv`` of one run: step, epoch, test_loss, test_accuracy, (epsilon),
+    elapsed_s. ``columns`` and ``contained`` as in :func:`load_steps`."""
+    return read_log(
+        Path(run) / EVALS_FILE, "elapsed_s", numeric=True, columns=columns,
+        folder=Path(run) if contained else None,
+    )  # fmt: skip
 
 
-def read_log(path: Path, last_column: str, numeric: bool = False) -> pd.DataFrame:
+def read_log(
+    path: Path,
+    last_column: str,
+    numeric: bool = False,
+    columns: Iterable[str] | None = None,
+    folder: Path | None = None,
+) -> pd.DataFrame:
     """A CSV log of a run; rows cut short (no value in ``last_column``) are dropped. With
-    ``numeric`` every column is a number (a cell that is not one is NaN). Only a regular
-    file is read: a FIFO or a device in a run folder is an error, never a hang."""
+    ``numeric`` every column is a number (a cell that is not one, ``true`` included, is
+    NaN). Only a regular file is read: a FIFO or a device in a run folder is an error,
+    never a hang.
+
+    Args:
+        columns: the names of the columns to keep (those the file lacks are left out);
+            ``last_column`` is always kept. None: all of them. Fewer columns are faster to
+            make numbers of; the rows are the same.
+        folder: the run folder the file must lie in: a file whose real path is outside it
+            (a symlink out of the folder) is not read.
+
+    Raises:
+        RunFolderError: the file is missing, not a regular file, outside ``folder`` or
+            not CSV.
+    """
+    if folder is not None:
+        home = os.path.realpath(folder)
+        if os.path.commonpath([os.path.realpath(path), home]) != home:
+            raise RunFolderError(f"{path}: a symlink out of its run folder; not read")
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -485,11 +537,22 @@ def read_log(path: Path, last_column: str, numeric: bool = False) -> pd.DataFram
     if not stat.S_ISREG(info.st_mode):
         raise RunFolderError(f"{path}: not a regular file")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path)  # every column: a row with too many fields is an error
     except (OSError, ValueError, pd.errors.ParserError, OverflowError) as exc:
         raise RunFolderError(f"{path}: unreadable ({str(exc)[:200]})") from None
-    if numeric:
-        df = df.apply(pd.to_numeric, errors="coerce")
+    if columns is not None:
+        wanted = {*columns, last_column}
+        df = df[[c for c in df.columns if c in wanted]]
+    if numeric:  # columns parsed as numbers stay as they are: no copy of the whole table
+        for name, dtype in zip(list(df.columns), df.dtypes, strict=True):
+            if dtype.kind == "b":  # true/false: not numbers
+                df[name] = math.nan
+            elif dtype.kind not in "iuf":
+                df[name] = pd.to_numeric(df[name], errors="coerce")
     if last_column in df.columns:
-        df = df[df[last_column].notna()]
-    return df.reset_index(drop=True)
+        complete = df[last_column].notna()
+        if not complete.all():
+            df = df[complete]
+    if not df.index.equals(pd.RangeIndex(len(df))):  # rows dropped, or a column read as index
+        df = df.reset_index(drop=True)
+    return df

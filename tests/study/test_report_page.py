@@ -128,6 +128,19 @@ def test_a_figure_whose_svg_is_too_large_is_inlined_as_a_png(monkeypatch):
     assert image.shape[:2] == (round(1.5 * 150), round(2.0 * 150))  # 150 dpi
 
 
+def test_an_svg_up_to_the_limit_is_kept_whole_and_one_byte_more_is_a_png(monkeypatch):
+    """The SVG is given up as soon as it passes the limit: the choice is the one a whole
+    SVG would have given, and a kept SVG is all of it."""
+    whole = io.BytesIO()
+    small_figure().savefig(whole, format="svg", metadata={"Date": None})
+    monkeypatch.setattr(page, "SVG_LIMIT", whole.tell())
+    mime, data = payload(figure_uri(small_figure()))
+    assert mime == "image/svg+xml" and len(data) == whole.tell()  # (clip ids differ)
+    assert data.rstrip().endswith(b"</svg>") and ET.fromstring(data) is not None
+    monkeypatch.setattr(page, "SVG_LIMIT", whole.tell() - 1)
+    assert payload(figure_uri(small_figure()))[0] == "image/png"
+
+
 def test_figure_markup_escapes_its_alt_text_and_caption():
     uri = "data:image/png;base64,AAAA"
     html = figure(uri, 'a "plot" <of> runs', caption="lr & <b>clip</b>")
