@@ -28,11 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from gradlab.config import config_from_dict
-from gradlab.diagnostics import GRADS_COLUMNS
-from gradlab.runlog import ALERTS_COLUMNS, ALERTS_FILE, GRADS_FILE, RunWriter
-from gradlab.steplog import metric_columns, step_columns
-
 PARAMS = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 CONFIGS = 25
 STEPS_PER_EPOCH = 40
@@ -41,7 +36,13 @@ CHECK_EVERY = 50  # diagnostics.every's default
 
 def write_runs(root: Path, count: int, steps: int) -> None:
     """``count`` completed run folders of ``steps`` steps under ``root``: CONFIGS
-    configurations, each with count / CONFIGS seeds."""
+    configurations, each with count / CONFIGS seeds. (Its imports load torch: they are
+    here, so that the process that times the commands stays small; see write_apart.)"""
+    from gradlab.config import config_from_dict
+    from gradlab.diagnostics import GRADS_COLUMNS
+    from gradlab.runlog import ALERTS_COLUMNS, ALERTS_FILE, GRADS_FILE, RunWriter
+    from gradlab.steplog import metric_columns, step_columns
+
     rng = random.Random(0)
     columns = step_columns(
         metric_columns(PARAMS, "full", use_scaler=False),

@@ -131,8 +131,11 @@ def test_a_figure_whose_svg_is_too_large_is_inlined_as_a_png(monkeypatch):
 def test_an_svg_up_to_the_limit_is_kept_whole_and_one_byte_more_is_a_png(monkeypatch):
     """The SVG is given up as soon as it passes the limit: the choice is the one a whole
     SVG would have given, and a kept SVG is all of it."""
+    import matplotlib
+
     whole = io.BytesIO()
-    small_figure().savefig(whole, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # as figure_uri writes it
+        small_figure().savefig(whole, format="svg", metadata={"Date": None})
     monkeypatch.setattr(page, "SVG_LIMIT", whole.tell())
     mime, data = payload(figure_uri(small_figure()))
     assert mime == "image/svg+xml" and len(data) == whole.tell()  # (clip ids differ)
@@ -191,3 +194,12 @@ def test_the_page_is_a_complete_html_document():
     style = html[html.index("<style>") : html.index("</style>")]
     assert style.count("{") == style.count("}") > 50
     assert "url(" not in style and "@import" not in style
+
+
+def test_figure_text_is_svg_text_in_a_sans_serif_font():
+    """Text as <text> (not glyph paths): the page names no font file, and the fallback is
+    the viewer's sans-serif."""
+    mime, data = payload(figure_uri(small_figure()))
+    assert mime == "image/svg+xml"
+    svg = data.decode()
+    assert "<text" in svg and "sans-serif" in svg and "@font-face" not in svg
