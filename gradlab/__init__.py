@@ -12,7 +12,8 @@ side (tables, statistics, plots, reports) never imports torch::
     print(gradlab.format_comparison(table, "markdown"))
 
 Your own gradient edit is a subclass of :class:`Edit` with its own :class:`EditParams`,
-made known with :func:`register_edit`. Everything not in ``__all__`` is internal and may
+named in a config by its file (``type: my_edits.py:MyEdit``, see gradlab.plugins; it reads
+the step's :class:`EditContext`) or made known in this process with :func:`register_edit`. Everything not in ``__all__`` is internal and may
 change between releases.
 """
 
@@ -36,6 +37,7 @@ _PUBLIC = {
     # your own edits and optimizers
     "Edit": "gradlab.editing",  # the packages: their built-ins are registered with them
     "EditParams": "gradlab.editing",
+    "EditContext": "gradlab.editing",
     "register_edit": "gradlab.editing",
     "edit_strategies": "gradlab.editing",
     "Optimizer": "gradlab.optimizers",
@@ -84,6 +86,7 @@ __all__ = [
     "gradcheck",
     "Edit",
     "EditParams",
+    "EditContext",
     "register_edit",
     "edit_strategies",
     "Optimizer",
@@ -144,7 +147,7 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from gradlab.config import Config, load_config
-    from gradlab.editing.base import Edit, EditParams
+    from gradlab.editing.base import Edit, EditContext, EditParams
     from gradlab.editing.registry import register as register_edit
     from gradlab.editing.registry import strategies as edit_strategies
     from gradlab.errors import CompareError, ConfigError, DataError, GradlabError, RunFolderError

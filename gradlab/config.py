@@ -8,6 +8,7 @@ errors that list the valid keys at that level.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import warnings
 from pathlib import Path
@@ -508,8 +509,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     Raises:
         ConfigError: with one readable line naming the file, the key and what is allowed.
     """
+    from gradlab.plugins import anchor_plugin_paths
+
     path = Path(path)
     raw = read_yaml_mapping(path)
+    anchor_plugin_paths(raw, path.parent)  # an edit's file, relative to the config file
     return config_from_dict(raw, overrides, source=str(path))
 
 
@@ -535,11 +539,16 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
 def config_from_dict(
     raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "config"
 ) -> Config:
-    """Validate a config given as plain data, after applying ``KEY=VALUE`` overrides."""
+    """Validate a config given as plain data, after applying ``KEY=VALUE`` overrides. An
+    edit's file (``type: path/to/file.py:Class``) still relative here is relative to the
+    working directory; the resolved config names it by its absolute path."""
+    from gradlab.plugins import anchor_plugin_paths
+
     raw = copy.deepcopy(raw)
     for item in overrides:
         key, value = parse_override(item)
         set_by_path(raw, key, value)
+    anchor_plugin_paths(raw, os.getcwd())
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

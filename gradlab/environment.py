@@ -83,20 +83,25 @@ def setup_record(
 
 def resolved_setup(config: Config) -> dict[str, Any]:
     """What ``train.device``, ``train.amp`` and ``train.engine`` resolve to on this machine
-    (part of the experiment's identity). Settings that cannot run here (a missing device)
+    (part of the experiment's identity), and the sha256 of each plugin edit's source
+    (``plugins``, by spec; only when the config has one). Settings that cannot run here (a missing device)
     are returned as written: such a run fails at its start anyway."""
     try:
         device = resolve_device(config.train.device)
         amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
         engine = resolve_engine(config.train.engine, amp_dtype)
+        resolved = setup_record(device, amp_dtype, use_scaler, engine)
     except ConfigError:
-        return {
+        resolved = {
             "device": config.train.device.split(":")[0],
             "amp": config.train.amp,
             "grad_scaler": False,
             "engine": config.train.engine,
         }
-    return setup_record(device, amp_dtype, use_scaler, engine)
+    from gradlab.plugins import plugin_hashes
+
+    hashes = plugin_hashes([e.type for e in config.edit])
+    return {**resolved, "plugins": hashes} if hashes else resolved
 
 
 def now_iso() -> str:

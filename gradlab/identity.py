@@ -19,6 +19,9 @@ The optimizer is part of it: ``optim.name`` and the keys of that optimizer (a ru
 keeps the key it had before ``optim.name`` existed (its config then had SGD's keys alone);
 likewise ``privacy: null`` and ``data.sampling: shuffle`` (configs before DP-SGD). One
 hidden layer is one network however it is written: ``model.hidden: [100]`` is ``100``.
+A user's own edit (``type: path/to/file.py:Class``) is its class name and the sha256 of its
+source (``plugins`` of the resolved setup, ``meta.json``), not its path: editing the file
+makes a new experiment, moving it does not.
 
 Plain data in, plain data out: never imports torch.
 """
@@ -55,12 +58,19 @@ def resolved_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     used autograd."""
     amp = meta["amp"] if isinstance(meta.get("amp"), dict) else {}
     device = str(meta.get("device", "?")).split(":")[0]
-    return {
+    resolved: dict[str, Any] = {
         "device": device,
         "amp": str(amp.get("dtype", "off")),
         "grad_scaler": bool(amp.get("grad_scaler", False)),
         "engine": str(meta.get("engine", "autograd")),
     }
+    plugins = meta.get("plugins")
+    if isinstance(plugins, dict):
+        resolved["plugins"] = {
+            str(spec): record.get("sha256") if isinstance(record, dict) else None
+            for spec, record in plugins.items()
+        }
+    return resolved
 
 
 def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +99,22 @@ def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dic
         model["hidden"] = model["hidden"][0]  # one hidden layer: [100] is 100 (older configs)
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
         data["train"].pop("amp_init_scale", None)
+    plugins = resolved.get("plugins")
+    if isinstance(plugins, dict) and isinstance(data.get("edit"), list):
+        # the user's own edit is its class and its code, wherever the file lies
+        data["edit"] = [
+            {**e, "type": _code_of(e["type"], plugins[e["type"]])}
+            if isinstance(e, dict) and isinstance(e.get("type"), str) and e["type"] in plugins
+            else e
+            for e in data["edit"]
+        ]
     data["resolved"] = {key: resolved.get(key) for key in RESOLVED}
     return data
+
+
+def _code_of(spec: str, sha256: Any) -> str:
+    """A plugin edit as its identity knows it: ``Class@sha256`` of its source."""
+    return f"{spec.rpartition(':')[2]}@{sha256}"
 
 
 def experiment_key(config: dict[str, Any], resolved: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from gradlab.data import Dataset, epoch_batches, load_dataset
 from gradlab.diagnostics import GRADS_COLUMNS, Alert, Diagnostics
 from gradlab.editing import EditPipeline
 from gradlab.editing.base import Tensors, global_norm
+from gradlab.editing.pipeline import PluginError
 from gradlab.engines import make_engine, resolve_engine
 from gradlab.engines.base import Engine
 from gradlab.environment import (
@@ -43,6 +44,7 @@ from gradlab.environment import (
 from gradlab.errors import GradlabError, RunFolderError
 from gradlab.model import MLP
 from gradlab.optimizers import Optimizer, make_optimizer
+from gradlab.plugins import plugin_error, plugins_of, write_sources
 from gradlab.privacy import STAT_COLUMNS as DP_COLUMNS
 from gradlab.privacy import Privatizer
 from gradlab.runlog import (
@@ -244,7 +246,9 @@ def train(
                     else:
                         consecutive_skips = 0
                         known = dict(zip(names, param_norms, strict=True)) if full_log else None
-                        edit_stats = r.pipeline.apply(grads, weights, step, known)  # the edit
+                        edit_stats = r.pipeline.apply(  # the edit
+                            grads, weights, step, known, lr, loss, r.optimizer.state
+                        )
                         if full_log:
                             grad_norm_after = (
                                 global_norm(list(grads.values())) if len(r.pipeline) else grad_norm
@@ -448,6 +452,8 @@ def _build(
     metrics = metric_columns(names, config.train.log, use_scaler)
     stat_columns = pipeline.columns + (DP_COLUMNS if privatizer else [])
     meta = describe_environment(device, amp_dtype, use_scaler)
+    plugins = plugins_of([e.type for e in config.edit])  # the user's own edits
+    hashes = {spec: plugin.sha256 for spec, plugin in plugins.items()}
     meta.update(
         engine=engine_name,
         dataset=data.info,
@@ -455,7 +461,7 @@ def _build(
         started=started,
         seed=config.seed,
         experiment_hash=config.experiment_hash(
-            setup_record(device, amp_dtype, use_scaler, engine_name)
+            {**setup_record(device, amp_dtype, use_scaler, engine_name), "plugins": hashes}
         ),
         edits=pipeline.label(),
         steps_per_epoch=steps_per_epoch,
@@ -463,6 +469,8 @@ def _build(
         total_steps=total_steps,
         sampling=sampling,
     )
+    if plugins:
+        meta["plugins"] = {spec: plugin.record() for spec, plugin in plugins.items()}
     if privatizer is not None:
         meta["privacy"] = {
             "noise_multiplier": privatizer.noise_multiplier,
@@ -484,6 +492,7 @@ def _build(
     stack.callback(folder.close)
     try:
         stack.enter_context(Heartbeat(folder.path / SUMMARY_FILE))
+        write_sources(plugins, folder.path)  # the code that runs, beside its results
         diagnostics = None
         if config.diagnostics.every:  # gradient health every few steps
             diagnostics = Diagnostics(
@@ -587,7 +596,9 @@ def _describe_failure(exc: BaseException, folder: Path) -> str:
         (folder / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
     except OSError:
         pass
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PluginError):  # says which edit, the rule or the user's file and line
+        return str(exc)
+    return plugin_error(exc)  # the user's file and line when a plugin's code raised
 
 
 def finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, use_scaler: bool) -> bool:

@@ -129,7 +129,7 @@ def print_strategies(rows: list[dict[str, Any]], common: list[tuple[str, Any, st
     """The registry as a table: family, type, parameters with defaults, description."""
     table = Table(title="Gradient-editing strategies", show_lines=True, title_justify="left")
     table.add_column("family", style="dim")
-    table.add_column("type", style="bold cyan")
+    table.add_column("type", style="bold cyan", overflow="fold")
     table.add_column("parameters (default)")
     table.add_column("what it does")
     for row in rows:

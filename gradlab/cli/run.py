@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from enum import Enum
 from pathlib import Path
@@ -139,12 +140,29 @@ def gradcheck(
     raise typer.Exit(0 if report["passed"] else 1)
 
 
-def strategies() -> None:
+def strategies(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="List the edits of your own instead: a Python file (my_edits.py), a module "
+            "(my_package.edits) or a config that uses some (exp.yaml). Runs that code.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """List every gradient-editing strategy with its parameters, defaults and description."""
     from gradlab.cli import render
     from gradlab.editing import EditParams, param_docs
     from gradlab.editing import strategies as registry
 
+    if source is not None:
+        from gradlab.plugins import plugins_in
+
+        with user_errors():
+            found = plugins_in(source)
+        classes = {_shown_spec(p.spec): p.cls for p in found}
+    else:
+        classes = dict(registry())
     rows = [
         {
             "family": cls.family,
@@ -152,6 +170,15 @@ def strategies() -> None:
             "summary": cls.summary,
             "params": param_docs(cls.Params),
         }
-        for name, cls in registry().items()
+        for name, cls in classes.items()
     ]
     render.print_strategies(rows, param_docs(EditParams, common=True))
+
+
+def _shown_spec(spec: str) -> str:
+    """A plugin spec as a config next to the working directory would write it."""
+    target, _, name = spec.rpartition(":")
+    if os.path.isabs(target):
+        relative = os.path.relpath(target)
+        target = relative if not relative.startswith("..") else target
+    return f"{target}:{name}"

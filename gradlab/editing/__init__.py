@@ -6,12 +6,13 @@ Adding a strategy is one class in one family module with ``@register``; the loop
 
 # importing the family modules registers their strategies, family by family
 from gradlab.editing import clipping, masking, perturbation, replacement  # noqa: F401
-from gradlab.editing.base import Edit, EditParams, param_docs
+from gradlab.editing.base import Edit, EditContext, EditParams, param_docs
 from gradlab.editing.pipeline import EditPipeline, parse_edit
 from gradlab.editing.registry import get_strategy, register, strategies, strategy_names
 
 __all__ = [
     "Edit",
+    "EditContext",
     "EditParams",
     "EditPipeline",
     "get_strategy",

@@ -8,7 +8,8 @@ training device, so the loop never waits for the device inside a step.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -89,6 +90,24 @@ def _name_list(names: list[str] | tuple[str, ...]) -> str:
     return ", ".join([*names[:4], "...", *names[-2:]])
 
 
+class EditContext(NamedTuple):
+    """What a step offers an edit besides its gradients and weights: read it, never change
+    it (the optimizer's state is the optimizer's own tensors). Set as ``self.context``
+    before each :meth:`Edit.edit` of a user's edit (gradlab.plugins); None for built-ins."""
+
+    step: int
+    """The step, counted from 1."""
+    lr: float
+    """This step's learning rate (after the schedule)."""
+    loss: torch.Tensor
+    """The batch's mean loss, a 0-dim tensor on the device (NaN for an empty Poisson
+    batch). Under DP-SGD it reads the raw batch: it is not private."""
+    optimizer_state: Mapping[str, Mapping[str, Any]]
+    """The optimizer's state of each targeted parameter before this step's update, by
+    name (Adam: ``step``, ``exp_avg``, ``exp_avg_sq``; SGD with momentum:
+    ``momentum_buffer``); a parameter the optimizer has not updated yet is absent."""
+
+
 class Edit:
     """A gradient-editing strategy. Subclasses set the class attributes and :meth:`edit`.
 
@@ -111,6 +130,7 @@ class Edit:
         # L2 norms of the targeted gradients, set by the pipeline for the step when it already
         # has them (the loop logs them; only the first edit sees unedited gradients), else None
         self.known_norms: list[torch.Tensor] | None = None
+        self.context: EditContext | None = None  # a user's edit: the step's context
         self.params = params
         self.generator = generator
         self.targets = [

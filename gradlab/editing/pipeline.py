@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import math
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 
-from gradlab.editing.base import Edit, EditParams, Tensors
+from gradlab.editing.base import Edit, EditContext, EditParams, Tensors
 from gradlab.editing.registry import get_strategy
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, GradlabError
+from gradlab.plugins import is_plugin_spec, load_plugin, loaded_plugins, plugin_error
 from gradlab.schema import describe_validation_error, show
 
 _NOTHING: frozenset[str] = frozenset()
@@ -33,12 +36,20 @@ def parse_edit(position: int, entry: Any, parameter_names: list[str] | None = No
     if "type" not in entry:
         raise ConfigError(f"{where}.type: required, but missing (see `gradlab strategies`)")
     kind = entry["type"]
-    if kind is not None and (not isinstance(kind, str) or len(kind) > 40):
+    if is_plugin_spec(kind) and len(kind) <= 4096:  # the user's own class: path.py:Class
+        try:
+            strategy = load_plugin(kind).cls
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.type: {exc}") from None
+    elif kind is not None and (not isinstance(kind, str) or len(kind) > 40):
         raise ConfigError(f"{where}.type: unknown edit type {show(kind)}; see `gradlab strategies`")
-    try:
-        strategy = get_strategy(str(kind))
-    except KeyError as exc:
-        raise ConfigError(f"{where}.type: {exc.args[0]}") from None
+    else:
+        try:
+            strategy = get_strategy(str(kind))
+        except KeyError as exc:
+            raise ConfigError(
+                f"{where}.type: {exc.args[0]}; or your own, path/to/file.py:ClassName"
+            ) from None
     try:
         return strategy.Params.model_validate(entry, context={"parameter_names": parameter_names})
     except ValidationError as exc:
@@ -64,8 +75,9 @@ class EditPipeline:
         for position, params in enumerate(entries):
             generator = torch.Generator(device=device)
             generator.manual_seed(edit_seed(seed, position))
-            self.edits.append(get_strategy(params.type)(params, names, generator))
+            self.edits.append(strategy_class(params.type)(params, names, generator))
         self.columns = [c for i, e in enumerate(self.edits) for c in e.stat_columns(i)]
+        self._plugins = {id(e) for e in self.edits if is_plugin_spec(e.params.type)}
         self._freezers = [e for e in self.edits if e.freezes]
         self._idle = {
             id(e): [torch.tensor(float("nan"), device=device)] * len(e.stats)
@@ -95,13 +107,22 @@ class EditPipeline:
         return [value for e in self.edits for value in self._idle[id(e)]]
 
     def apply(
-        self, grads: Tensors, weights: Tensors, step: int, norms: Tensors | None = None
+        self,
+        grads: Tensors,
+        weights: Tensors,
+        step: int,
+        norms: Tensors | None = None,
+        lr: float = math.nan,
+        loss: torch.Tensor | None = None,
+        optimizer_state: dict[str, dict[str, Any]] | None = None,
     ) -> list[torch.Tensor]:
         """Run every edit that is active at ``step``; returns statistics in column order
         (NaN statistics and ``changed = 0`` for an edit that is switched off).
 
         ``norms``: the L2 norm of each gradient before any edit, when the caller has them
-        (handed to the first edit, so it need not compute them again).
+        (handed to the first edit, so it need not compute them again). ``lr``, ``loss`` and
+        ``optimizer_state`` (the optimizer's ``state``) make a user's edit's
+        :class:`~gradlab.editing.base.EditContext`.
         """
         values: list[torch.Tensor] = []
         for i, e in enumerate(self.edits):
@@ -109,8 +130,80 @@ class EditPipeline:
             if not e.active(step):
                 values.extend(self._idle[id(e)])
                 continue
-            stats = e.edit(
-                {n: grads[n] for n in e.targets}, {n: weights[n] for n in e.targets}, step
-            )
+            given = {n: grads[n] for n in e.targets}
+            if id(e) in self._plugins:  # the user's code: run and checked against the contract
+                state = optimizer_state or {}
+                e.context = EditContext(
+                    step,
+                    lr,
+                    loss if loss is not None else self._idle[id(e)][-1] * math.nan,
+                    MappingProxyType(
+                        {n: MappingProxyType(state[n]) for n in e.targets if n in state}
+                    ),
+                )
+                stats = _checked_edit(e, given, {n: weights[n] for n in e.targets}, step)
+            else:
+                stats = e.edit(given, {n: weights[n] for n in e.targets}, step)
             values.extend(stats[s] for s in (*e.stats, "changed"))
         return values
+
+
+def strategy_class(kind: str) -> type[Edit]:
+    """The class of an edit ``type``: a built-in name, or a plugin spec (the class loaded
+    when the config was validated)."""
+    if is_plugin_spec(kind):
+        plugin = loaded_plugins().get(kind) or load_plugin(kind)
+        return plugin.cls
+    return get_strategy(kind)
+
+
+class PluginError(GradlabError):
+    """A user's edit raised, or broke the contract every edit keeps (:func:`_checked_edit`);
+    the run fails with this line."""
+
+
+def _checked_edit(e: Edit, grads: Tensors, weights: Tensors, step: int) -> Tensors:
+    """``e.edit(...)`` of a plugin, checked: it edits the gradients in place (the same
+    tensors, shapes, dtypes and devices) and returns its declared statistics, each a 0-dim
+    tensor, plus ``changed``. An exception in it names the plugin's file and line."""
+    before = {n: (g, g.shape, g.dtype, g.device, g.data_ptr()) for n, g in grads.items()}
+    who = f"edit {e.name} ({e.params.type})"
+    try:
+        stats = e.edit(grads, weights, step)
+    except Exception as exc:  # noqa: BLE001 - the user's code: where it broke, in one line
+        raise PluginError(f"{who} raised at step {step}: {plugin_error(exc)}") from exc
+    for n, (tensor, shape, dtype, device, pointer) in before.items():
+        now = grads.get(n)
+        if now is not tensor or tensor.data_ptr() != pointer:
+            raise PluginError(
+                f"{who} replaced the gradient of {n} at step {step}: an edit changes the "
+                f"tensors it is given in place (g.mul_(...), g.copy_(...), g[...] = ...)"
+            )
+        if (tensor.shape, tensor.dtype, tensor.device) != (shape, dtype, device):
+            raise PluginError(
+                f"{who} changed the shape, dtype or device of the gradient of {n} at step "
+                f"{step}; an edit keeps each gradient's shape, dtype and device"
+            )
+    if set(grads) != set(before):
+        raise PluginError(f"{who} added or removed gradients at step {step}; edit them in place")
+    declared = (*e.stats, "changed")
+    if not isinstance(stats, dict) or set(stats) != set(declared):
+        got = sorted(stats) if isinstance(stats, dict) else type(stats).__name__
+        raise PluginError(
+            f"{who} returned statistics {got} at step {step}; it must return a dict of "
+            f"exactly {list(declared)} (its stats, then changed)"
+        )
+    home = next(iter(before.values()))[3] if before else None
+    for name in declared:
+        value = stats[name]
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise PluginError(
+                f"{who} returned {name} as {type(value).__name__} at step {step}; each "
+                "statistic is a 0-dim tensor (torch.tensor(x) or g.norm())"
+            )
+        if home is not None and value.device != home:
+            raise PluginError(
+                f"{who} returned {name} on {value.device} at step {step}; statistics stay on "
+                f"the gradients' device ({home}): no .item() or .cpu() in a step"
+            )
+    return stats

@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 from gradlab.sweeps.spec import PlannedRun
-from gradlab.sweeps.worker import NOT_STARTED, Event, claim_folder, died, record_result, run_one
+from gradlab.sweeps.worker import (
+    NOT_STARTED,
+    Event,
+    claim_folder,
+    died,
+    record_result,
+    run_one,
+    run_sources,
+)
 
 
 def _worker_main(conn, threads: int, parent: int) -> None:
@@ -136,7 +144,9 @@ def run_local(
                 run = queue.pop(0)
                 worker = idle.pop() if idle else _Worker(context, threads)
                 folder = claim_folder(sweep_dir, run)
-                worker.conn.send((run.config, str(sweep_dir), threads, str(folder), command))
+                worker.conn.send(
+                    (run.config, str(sweep_dir), threads, str(folder), command, run_sources(run))
+                )
                 busy[worker] = run
                 on_start(run)
             collect(timeout=0.5)

@@ -45,6 +45,7 @@ from gradlab.config import (
 )
 from gradlab.environment import resolved_setup
 from gradlab.errors import ConfigError
+from gradlab.plugins import anchor_plugin_paths
 from gradlab.schema import show
 from gradlab.sweeps.checks import check_names, check_no_duplicates, grouped_problems
 from gradlab.sweeps.spec import PlannedRun, Sweep
@@ -209,8 +210,12 @@ def _load_sweep(
         )
     base = raw.get("base", {})
     if isinstance(base, str):
-        base = read_yaml_mapping((path.parent / base).resolve())
-    elif not isinstance(base, dict):
+        base_path = (path.parent / base).resolve()
+        base = read_yaml_mapping(base_path)
+        anchor_plugin_paths(base, base_path.parent)  # its edits' files: relative to it
+    elif isinstance(base, dict):
+        anchor_plugin_paths(base, path.parent)  # an inline base: relative to the sweep file
+    else:
         raise ConfigError(f"{path}: base: expected a config file path or a mapping")
     sets = dict(parse_override(item) for item in set_items)
     grids = dict(parse_grid_option(item) for item in grid_items)
@@ -232,7 +237,7 @@ def _load_sweep(
             index = len(sweep.runs) + len(problems)
             where = f"run {index} ({full['name']})"
             try:
-                config = _resolve(base, full, where)
+                config = _resolve(base, full, where, path.parent)
             except ConfigError as exc:
                 problems.append((str(exc).removeprefix(f"{where}: "), index, full["name"]))
                 continue
@@ -301,11 +306,12 @@ def _shape(entries: list[_Entry], sweep_name: str) -> str:
     )
 
 
-def _resolve(base: dict[str, Any], overrides: dict[str, Any], where: str) -> Config:
+def _resolve(base: dict[str, Any], overrides: dict[str, Any], where: str, folder: Path) -> Config:
     raw = copy.deepcopy(base)
     for key, value in overrides.items():
         try:
             set_by_path(raw, str(key), copy.deepcopy(value))
         except ConfigError as exc:  # a key this run cannot have (an arm's grid, a typo)
             raise ConfigError(f"{where}: {str(exc).removeprefix('--set ')}") from None
+    anchor_plugin_paths(raw, folder)  # an edit's file set by the sweep: relative to it
     return config_from_dict(raw, source=where)

@@ -42,6 +42,7 @@ from gradlab.sweeps.worker import (
     record_failure,
     record_result,
     run_one,
+    run_sources,
 )
 
 PROBE_PREFIX = ".ray-probe-"
@@ -134,11 +135,13 @@ def train_task(
     probe: str,
     shared: bool | None,
     command: list[str] | None = None,
+    plugins: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A Ray task: one run, trained in the sweep folder when it is shared with the driver,
     else in a temporary folder whose files come back in the result (``files``: relative
     path -> bytes). ``where`` says which. ``command``: the driver's command line, recorded
-    in meta.json (the task's own is Ray's worker).
+    in meta.json (the task's own is Ray's worker). ``plugins``: the source of its plugin
+    edits, which travels with the task (the node need not have the files).
 
     Stopped by ``ray.cancel`` (Ray interrupts the task as Ctrl-C does), a training run ends
     ``interrupted`` with what it logged; a task stopped before its run began returns
@@ -160,7 +163,7 @@ def train_task(
         try:
             if not in_place:
                 folder.mkdir()
-            result = _train(config, root, folder, command, stops)
+            result = _train(config, root, folder, command, stops, plugins)
             if in_place:
                 return {**result, "files": None, "where": "shared"}
             files = {
@@ -180,6 +183,7 @@ def _train(
     folder: Path,
     command: list[str] | None,
     stops: list[int],
+    plugins: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_one` in a task that the sweep may stop (``stops``: a stop came already).
     While the run trains, training's own handler takes the interrupt (the step finishes,
@@ -190,7 +194,7 @@ def _train(
         with _sigint(signal.default_int_handler):
             if stops:
                 raise KeyboardInterrupt
-            return run_one(config, str(root), 1, str(folder), command)
+            return run_one(config, str(root), 1, str(folder), command, plugins)
     except KeyboardInterrupt:
         if not any(folder.iterdir()):
             return {"status": "interrupted", "error": NOT_STARTED, "started": False}
@@ -268,8 +272,9 @@ def run_ray(
             for run in runs:
                 folder = claim_folder(sweep_dir, run)
                 ref = task.remote(
-                    run.config, str(sweep_dir), folder.name, str(probe), shared, command
-                )
+                    run.config, str(sweep_dir), folder.name, str(probe), shared, command,
+                    run_sources(run),
+                )  # fmt: skip
                 tasks[ref] = (run, folder)
                 on_start(run)
             pending = list(tasks)

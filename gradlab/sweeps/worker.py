@@ -16,6 +16,7 @@ from typing import Any, cast
 from gradlab.config import Config, PrivacyConfig, config_from_dict
 from gradlab.environment import resolved_setup
 from gradlab.errors import GradlabError
+from gradlab.plugins import pin_sources, plugin_sources
 from gradlab.runlog import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -39,11 +40,14 @@ def run_one(
     threads: int | None = None,
     folder: str | None = None,
     command: list[str] | None = None,
+    plugins: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Train one run of a sweep (in a worker process or a Ray task) into ``folder``, an
     empty run folder the sweep claimed for it (so that it knows the folder even if this
     process dies). ``command``: the sweep's command line, recorded in meta.json (default:
     this process's ``sys.argv``, which in a Ray worker is Ray's, not the sweep's).
+    ``plugins``: the source of the run's plugin edits
+    (:func:`gradlab.plugins.plugin_sources`), run instead of their files.
 
     Never raises for a failing run: a problem found before training (missing data, no such
     device) still gets a run folder whose summary says failed, with the error.
@@ -54,8 +58,12 @@ def run_one(
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = config_from_dict(config)
     run_folder = Path(folder) if folder else None
+    try:  # the config again, in this process, with the plugins' code the sweep planned with
+        pin_sources(plugins)
+        cfg = config_from_dict(config)
+    except GradlabError as exc:
+        return unstartable(run_folder, str(exc))
     try:
         result = train(cfg, sweep_dir, command=command, run_folder=run_folder)
         return {
@@ -67,6 +75,25 @@ def run_one(
         return record_failure(cfg, sweep_dir, str(exc), run_folder)
     except Exception as exc:  # noqa: BLE001 - a bug: still recorded, the others go on
         return record_failure(cfg, sweep_dir, f"{type(exc).__name__}: {exc}", run_folder)
+
+
+def run_sources(run: PlannedRun) -> dict[str, dict[str, str]] | None:
+    """The source of ``run``'s plugin edits as planned (:func:`gradlab.plugins.plugin_sources`),
+    for its task; None when it has none."""
+    edits = run.config.get("edit") or []
+    kinds = [e.get("type") for e in edits if isinstance(e, dict)]
+    return plugin_sources([k for k in kinds if isinstance(k, str)]) or None
+
+
+def unstartable(folder: Path | None, error: str) -> dict[str, Any]:
+    """The result of a run whose config no longer validates in the worker (a plugin file
+    edited or removed since the sweep was planned): its claimed folder says failed."""
+    if folder is not None:
+        try:
+            write_json(folder / SUMMARY_FILE, {"status": "failed", "steps": 0, "error": error})
+        except OSError:
+            pass
+    return {"status": "failed", "folder": folder.name if folder else None, "error": error}
 
 
 def record_failure(

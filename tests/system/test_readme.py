@@ -150,3 +150,37 @@ def test_the_python_api_example_of_an_edit_of_ones_own_runs(tmp_path):
     assert json.loads((run / "meta.json").read_text())["edits"] == "my_sign(0.01 @fc1.*)"
     for text in ("edit0.my_sign.norm", "my_sign(0.01 @fc1.*)"):
         assert f"`{text}`" in README
+
+
+def test_the_readmes_own_edit_file_trains_from_its_config(tmp_path):
+    """ "Your own edit", as written: the file and the config entry train through the CLI,
+    and the file's edit is the one in examples/edits/."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    (block,) = [b for b in python_blocks() if b.startswith("# my_edits.py")]
+    (tmp_path / "my_edits.py").write_text(block)
+    entry = re.search(r"```yaml\nedit:\n  - (\{type: my_edits.py:[^\n]*\})", README)
+    assert entry is not None
+    config = {
+        "name": "mine",
+        "data": {"name": "mnist-sample"},
+        "model": {"hidden": 16},
+        "optim": {"max_steps": 5, "batch_size": 50},
+        "train": {"device": "cpu"},
+        "edit": [yaml.safe_load(entry.group(1).split("#")[0])],
+    }
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "gradlab.cli", "train", "exp.yaml", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "meta.json").read_text())["edits"] == "coord_clip(2.0)"
+    example = (Path(__file__).parents[2] / "examples/edits/coordinate_clip.py").read_text()
+    body = block[block.index("class CoordinateClipParams") :]
+    strip = lambda text: [line.split("  #")[0].rstrip() for line in text.splitlines()]  # noqa: E731
+    assert strip(body) == strip(example[example.index("class CoordinateClipParams") :])
