@@ -105,6 +105,7 @@ for _command in (
     run.strategies,
 ):
     app.command()(_command)
+app.command("check-edit")(run.check_edit)
 
 
 def main() -> None:

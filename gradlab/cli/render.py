@@ -186,6 +186,30 @@ def print_warning(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {user_text(message)}", highlight=False, soft_wrap=True)
 
 
+def print_check_edit(report: dict[str, Any]) -> None:
+    """One row per setup and check: passed or FAILED, and what was seen; then the cost per
+    step beside a step without the edit."""
+    table = Table(
+        title=f"check-edit {report['spec']}: {report['steps']} steps per run, on the CPU",
+        title_justify="left",
+    )
+    for header in ("setup", "check", "result", "detail"):
+        table.add_column(header, overflow="fold")
+    for setup, checks in report["setups"].items():
+        for check, (ok, detail) in checks.items():
+            verdict = "[green]passed[/]" if ok else "[bold red]FAILED[/]"
+            table.add_row(setup, check, verdict, escape(one_line(detail)))
+    console.print(table)
+    for setup, (with_edit, without) in report["seconds"].items():
+        ratio = with_edit / without if without and without == without else float("nan")
+        console.print(
+            f"  {setup}: {with_edit * 1e3:.2f} ms per step with the edit, "
+            f"{without * 1e3:.2f} ms without ({ratio:.2f}x)",
+            highlight=False,
+        )
+    console.print("all checks passed" if report["passed"] else "[bold red]some checks failed[/]")
+
+
 def print_gradcheck(report: dict[str, Any]) -> None:
     """One table per engine: entries checked, kinks, relative error, largest difference,
     the worst entry's error beyond its floor and the verdict per parameter; below them the

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -487,3 +488,72 @@ def test_a_plugin_reads_the_steps_learning_rate_loss_and_optimizer_state(tmp_pat
     assert int(state["step"]) == 2
     torch.testing.assert_close(state["exp_avg"], 0.9 * 0.1 * g1 + 0.1 * g2)
     torch.testing.assert_close(state["exp_avg_sq"], 0.999 * 0.001 * g1**2 + 0.001 * g2**2)
+
+
+NOT_REPEATABLE = '''\
+import time
+
+import torch
+
+from gradlab import Edit
+
+
+class Clock(Edit):
+    """Noise from the clock, not from self.generator: no two runs agree."""
+
+    def edit(self, grads, weights, step):
+        for g in grads.values():
+            g.add_((time.perf_counter_ns() % 1000) * 1e-6)
+        return {"changed": torch.ones(())}
+'''
+
+
+@pytest.mark.parametrize(
+    ("spec", "failed"),
+    [
+        ("examples/edits/coordinate_clip.py:CoordinateClip", None),
+        ("examples/edits/low_rank.py:LowRank", None),
+        ("clip_norm", None),
+        ("broken.py:Raises", "contract"),
+        ("broken.py:Undeclared", "contract"),
+        ("clock.py:Clock", "repeatable"),
+    ],
+)
+def test_check_edit_passes_the_examples_and_fails_broken_plugins(
+    tmp_path, monkeypatch, spec, failed
+):
+    root = Path(__file__).resolve().parents[2]
+    write_plugin(tmp_path, BROKEN, "broken.py")
+    write_plugin(tmp_path, NOT_REPEATABLE, "clock.py")
+    if spec.startswith("examples/"):
+        spec = str(root / spec)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["check-edit", spec, "--steps", "4"])
+    text = " ".join(re.sub("[\u2500-\u257f]", " ", result.output).split())  # no box lines
+    if failed is None:
+        assert result.exit_code == 0, result.output
+        assert "all checks passed" in text and "FAILED" not in text
+        assert text.count("passed") >= 12 + 1  # 4 checks x 3 setups, and the last line
+    else:
+        assert result.exit_code == 1, result.output
+        assert f"{failed} FAILED" in text and "some checks failed" in text
+
+
+def test_check_edit_uses_the_configs_entry_and_refuses_bad_input(tmp_path, monkeypatch):
+    plugin = write_plugin(tmp_path)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny(edit=[{"type": "my_edits.py:MyClip", "max_norm": 1e-3}])))
+    from gradlab.checkedit import check_edit
+
+    monkeypatch.chdir(tmp_path)
+    report = check_edit("my_edits.py:MyClip", load_config(config), steps=3)
+    assert report["passed"] and report["spec"] == "my_edits.py:MyClip"
+    detail = report["setups"]["analytic"]["statistics"][1]
+    assert detail.endswith("changed at 3 of 3 steps")  # max_norm 1e-3 clips every step
+    for args, message in (
+        (["nothing.py:X"], "nothing.py not found"),
+        ([f"{plugin}:MyClip", "--steps", "1"], "--steps 1: use 2 to 10000 steps"),
+        ([f"{plugin}:MyClip", "--set", "edit.0.max_norm=-1"], "max_norm"),
+    ):
+        result = CliRunner().invoke(app, ["check-edit", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
