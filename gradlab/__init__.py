@@ -38,6 +38,7 @@ _PUBLIC = {
     "Edit": "gradlab.editing",  # the packages: their built-ins are registered with them
     "EditParams": "gradlab.editing",
     "EditContext": "gradlab.editing",
+    "ClipRule": "gradlab.privacy",
     "register_edit": "gradlab.editing",
     "edit_strategies": "gradlab.editing",
     "Optimizer": "gradlab.optimizers",
@@ -87,6 +88,7 @@ __all__ = [
     "Edit",
     "EditParams",
     "EditContext",
+    "ClipRule",
     "register_edit",
     "edit_strategies",
     "Optimizer",
@@ -154,6 +156,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gradlab.gradcheck import gradcheck
     from gradlab.optimizers.base import Optimizer
     from gradlab.optimizers.registry import register as register_optimizer
+    from gradlab.privacy import ClipRule
     from gradlab.report.build import build_report, write_report
     from gradlab.study.compare import compare_runs, comparison
     from gradlab.study.formats import format_comparison

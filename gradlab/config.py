@@ -363,11 +363,12 @@ class PrivacyConfig(StrictModel):
     """C, the clipping threshold (from 1e-12 to 3.4e38). `per_layer`: a list with one threshold per parameter
     tensor (fc1.weight, fc1.bias, ...), or one number C split evenly (each tensor gets
     `C / sqrt(K)` for K tensors, so the joint bound stays C)."""
-    clipping: Literal["flat", "per_layer", "automatic"] = "flat"
+    clipping: str = "flat"
     """`flat`: each example's gradient scaled by `min(1, C / (||g_i|| + 1e-6))`, the norm over
     all parameters; `per_layer`: the same per parameter tensor with its own threshold, noise
     std from the norm of the thresholds; `automatic` (Bu et al. 2022): every example scaled
-    by `C / (||g_i|| + 0.01)` (normalized, never only clipped)."""
+    by `C / (||g_i|| + 0.01)` (normalized, never only clipped); or a rule of your own,
+    `path/to/file.py:ClassName` (a `gradlab.ClipRule`; the bound is checked every step)."""
     delta: float = Field(1e-5, gt=0, lt=1)
     """delta of the (epsilon, delta) guarantee, in (0, 1); usually below 1 / N."""
     accountant: Literal["rdp", "prv"] = "rdp"
@@ -390,6 +391,24 @@ class PrivacyConfig(StrictModel):
             )
         return [float(v) for v in values] if isinstance(value, list) else float(value)
 
+    @field_validator("clipping")
+    @classmethod
+    def _check_clipping(cls, value: str) -> str:
+        if value in ("flat", "per_layer", "automatic"):
+            return value
+        if ":" not in value or len(value) > 4096:
+            raise ValueError(
+                f"{show(value)} is not a clipping; use flat, per_layer, automatic or a rule of "
+                "your own, path/to/file.py:ClassName"
+            )
+        from gradlab.plugins import load_rule
+
+        try:
+            load_rule(value)
+        except ConfigError as exc:  # named by pydantic as privacy.clipping
+            raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _check_noise(self) -> PrivacyConfig:
         if self.noise_multiplier is not None and self.target_epsilon is not None:
@@ -400,7 +419,7 @@ class PrivacyConfig(StrictModel):
             raise ConfigError(
                 "privacy: give noise_multiplier (sigma, >= 0) or target_epsilon (> 0)"
             )
-        if isinstance(self.max_grad_norm, list) and self.clipping != "per_layer":
+        if isinstance(self.max_grad_norm, list) and self.clipping in ("flat", "automatic"):
             raise ConfigError(
                 f"privacy.max_grad_norm: a list of thresholds needs clipping: per_layer "
                 f"(clipping: {self.clipping} takes one number)"

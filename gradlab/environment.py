@@ -98,9 +98,9 @@ def resolved_setup(config: Config) -> dict[str, Any]:
             "grad_scaler": False,
             "engine": config.train.engine,
         }
-    from gradlab.plugins import plugin_hashes
+    from gradlab.plugins import plugin_hashes, plugin_specs
 
-    hashes = plugin_hashes([e.type for e in config.edit])
+    hashes = plugin_hashes(plugin_specs(config))
     return {**resolved, "plugins": hashes} if hashes else resolved
 
 

@@ -100,14 +100,21 @@ def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dic
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
         data["train"].pop("amp_init_scale", None)
     plugins = resolved.get("plugins")
-    if isinstance(plugins, dict) and isinstance(data.get("edit"), list):
-        # the user's own edit is its class and its code, wherever the file lies
+    if isinstance(plugins, dict):
+        # the user's own edit (or rule) is its class and its code, wherever the file lies
+        edits = data["edit"] if isinstance(data.get("edit"), list) else []
         data["edit"] = [
             {**e, "type": _code_of(e["type"], plugins[e["type"]])}
             if isinstance(e, dict) and isinstance(e.get("type"), str) and e["type"] in plugins
             else e
-            for e in data["edit"]
+            for e in edits
         ]
+        privacy = data.get("privacy")
+        if isinstance(privacy, dict) and privacy.get("clipping") in plugins:
+            data["privacy"] = {
+                **privacy,
+                "clipping": _code_of(privacy["clipping"], plugins[privacy["clipping"]]),
+            }
     data["resolved"] = {key: resolved.get(key) for key in RESOLVED}
     return data
 

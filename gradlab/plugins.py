@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from gradlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from gradlab.editing.base import Edit
+    pass
 
 MAX_PLUGIN_BYTES = 1_000_000
 """The largest plugin file gradlab reads (a source file, not data)."""
@@ -44,7 +44,8 @@ class Plugin:
 
     spec: str
     """As the config holds it: ``/abs/path/file.py:Class`` or ``package.module:Class``."""
-    cls: type[Edit]
+    cls: Any
+    """A subclass of :class:`~gradlab.Edit`, or of :class:`~gradlab.ClipRule`."""
     origin: str
     """``file`` or ``module``."""
     sha256: str
@@ -89,17 +90,16 @@ def anchor_plugin_paths(raw: dict[str, Any], directory: str | Path) -> None:
     relative to ``directory`` (the config file's folder), so the resolved config (and every
     run folder's ``config.yaml``) names the file wherever it is read from."""
     edits = raw.get("edit")
-    if not isinstance(edits, list):
-        return
-    for entry in edits:
-        if not isinstance(entry, dict):
-            continue
-        kind = entry.get("type")
+    entries = [(e, "type") for e in edits if isinstance(e, dict)] if isinstance(edits, list) else []
+    if isinstance(raw.get("privacy"), dict):
+        entries.append((raw["privacy"], "clipping"))
+    for entry, key in entries:
+        kind = entry.get(key)
         if isinstance(kind, str) and is_plugin_spec(kind) and is_file_spec(kind):
             target, _, name = kind.rpartition(":")
             path = Path(os.path.expanduser(target))
             if not path.is_absolute():
-                entry["type"] = f"{os.path.abspath(Path(directory) / path)}:{name}"
+                entry[key] = f"{os.path.abspath(Path(directory) / path)}:{name}"
 
 
 _LOADED: dict[str, Plugin] = {}  # by spec: the latest loaded
@@ -219,9 +219,16 @@ def _check_class(spec: str, name: str, cls: Any, module: types.ModuleType, origi
         )  # fmt: skip
         hint = f"; its edits: {', '.join(found)}" if found else "; it defines no Edit subclass"
         raise ConfigError(f"plugin {where} has no class {name}{hint}")
+    from gradlab.privacy import ClipRule
+
+    if isinstance(cls, type) and issubclass(cls, ClipRule) and cls is not ClipRule:
+        if not getattr(cls, "name", ""):
+            cls.name = name.lower()
+        return _plugin(spec, cls, module, origin)
     if not (isinstance(cls, type) and issubclass(cls, Edit)) or cls is Edit:
         raise ConfigError(
-            f"plugin {where}: {name} is not a subclass of gradlab.Edit (class {name}(Edit): ...)"
+            f"plugin {where}: {name} is not a subclass of gradlab.Edit (class {name}(Edit): "
+            "...), nor, for privacy.clipping, of gradlab.ClipRule"
         )
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, EditParams)):
         raise ConfigError(f"plugin {where}: {name}.Params must subclass gradlab.EditParams")
@@ -248,6 +255,10 @@ def _check_class(spec: str, name: str, cls: Any, module: types.ModuleType, origi
         raise ConfigError(
             f"plugin {where}: {name}.stats: 'changed' is always reported; leave it out"
         )
+    return _plugin(spec, cls, module, origin)
+
+
+def _plugin(spec: str, cls: Any, module: types.ModuleType, origin: str) -> Plugin:
     path, text, sha = _source_of(module)
     version = _version(module.__name__) if origin == "module" else None
     return Plugin(
@@ -380,7 +391,7 @@ def plugins_in(source: str) -> list[Plugin]:
         from gradlab.config import load_config
 
         config = load_config(source)
-        return list(plugins_of([e.type for e in config.edit]).values())
+        return list(plugins_of(plugin_specs(config)).values())
     if is_file_spec(f"{source}:X"):
         path = os.path.abspath(os.path.expanduser(source))
         module, target = _load_file(path), path
@@ -393,3 +404,33 @@ def plugins_in(source: str) -> list[Plugin]:
     if not names:
         raise ConfigError(f"{source} defines no subclass of gradlab.Edit")
     return [load_plugin(f"{target}:{n}") for n in names]
+
+
+def load_rule(spec: str) -> Plugin:
+    """The per-example clipping rule ``spec`` names (``privacy.clipping``), loaded as
+    :func:`load_plugin` loads an edit.
+
+    Raises:
+        ConfigError: as :func:`load_plugin`, or the class is not a ClipRule.
+    """
+    from gradlab.privacy import ClipRule
+
+    plugin = load_plugin(spec)
+    if not issubclass(plugin.cls, ClipRule):
+        raise ConfigError(
+            f"{spec} is an edit, not a clipping rule: a rule subclasses gradlab.ClipRule "
+            "(an edit goes in the edit list)"
+        )
+    return plugin
+
+
+def plugin_specs(config: Any) -> list[str]:
+    """The plugin specs a config (a Config, or its plain data) names: its edits' types
+    and a ``privacy.clipping`` rule."""
+    data = config if isinstance(config, dict) else config.to_dict()
+    edits = data.get("edit") or []
+    kinds = [e.get("type") for e in edits if isinstance(e, dict)]
+    privacy = data.get("privacy")
+    if isinstance(privacy, dict):
+        kinds.append(privacy.get("clipping"))
+    return [k for k in kinds if isinstance(k, str) and is_plugin_spec(k)]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -371,6 +371,30 @@ def solve_noise_multiplier(
 # --------------------------------------------------------------------------- the step
 
 
+class ClipRule:
+    """A per-example clipping rule of your own (``privacy.clipping: file.py:ClassName``).
+
+    :meth:`clip` turns each example's squared gradient norm per parameter tensor into the
+    factors that scale the example's part of the sum. gradlab checks at every step that
+    each clipped example's norm, ``sqrt(sum_k c_ik^2 ||g_ik||^2)``, is at most the
+    sensitivity (``max_grad_norm``, or the norm of its list), within float rounding, and
+    fails the run otherwise: a rule can never void the guarantee silently. The noise and
+    the accounting are the built-ins' (std ``sigma`` times the sensitivity).
+    """
+
+    name: str = ""
+
+    def clip(self, squared_norms: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+        """The factors, ``(B,)`` (one per example) or ``(B, K)`` (per tensor), from the
+        ``(B, K)`` squared norms and the thresholds (``max_grad_norm``: one, or one per
+        tensor), on the same device; no host reads."""
+        raise NotImplementedError
+
+
+BOUND_SLACK = 1e-5
+"""The relative rounding a rule's clipped norms may exceed the sensitivity by."""
+
+
 class Privatizer:
     """Clips per-example gradients (through the engine), adds the noise, keeps the account.
 
@@ -417,10 +441,20 @@ class Privatizer:
         self.n_train = n_train
         self.noise_std = self.noise_multiplier * cfg.sensitivity(names)
         self.generator = torch.Generator(device).manual_seed((seed + SEED_OFFSET) % 2**63)
-        if cfg.clipping == "per_layer":
+        self.rule: ClipRule | None = None
+        if cfg.clipping not in ("flat", "per_layer", "automatic"):  # a rule of the user's
+            from gradlab.plugins import load_rule
+
+            self.rule = load_rule(cfg.clipping).cls()
+            given = cfg.max_grad_norm
+            self.thresholds = torch.tensor(
+                given if isinstance(given, list) else [given], device=device
+            )
+        elif cfg.clipping == "per_layer":
             self.thresholds = torch.tensor(cfg.thresholds(names), device=device)
         else:
             self.thresholds = torch.tensor(cfg.sensitivity(names), device=device)  # one C
+        self.bound = cfg.sensitivity(names)
         self._stats: list[torch.Tensor] = self.empty_stats(device)
         self.spent: dict[int, Spent] = {}  # steps -> epsilon: each accounted once
         self.unaccounted: set[int] = set()  # steps whose accounting a stop signal cut short
@@ -436,7 +470,10 @@ class Privatizer:
         example's gradient, per tensor; remembers the step's statistics."""
         norms = squared_norms.sum(1).sqrt()  # ||g_i|| over all tensors
         mode = self.cfg.clipping
-        if mode == "per_layer":
+        if self.rule is not None:
+            factors = self._rule_factors(squared_norms)
+            clipped = (factors < 1).any(1)
+        elif mode == "per_layer":
             factors = (self.thresholds / (squared_norms.sqrt() + NORM_EPS)).clamp(max=1.0)
             clipped = (factors < 1).any(1)
         else:
@@ -447,6 +484,39 @@ class Privatizer:
             clipped = factor < 1
             factors = factor.unsqueeze(1).expand_as(squared_norms)
         self._stats = [clipped.float().mean(), norms.median(), norms.max()]
+        return factors
+
+    def _rule_factors(self, squared_norms: torch.Tensor) -> torch.Tensor:
+        """The user's rule's factors, checked: a tensor of ``(B,)`` or ``(B, K)`` finite,
+        non-negative factors, each clipped example's norm within the sensitivity (one host
+        read a step)."""
+        from gradlab.editing.pipeline import PluginError
+        from gradlab.plugins import plugin_error
+
+        who = f"privacy.clipping {self.cfg.clipping}"
+        try:
+            factors = cast(ClipRule, self.rule).clip(squared_norms, self.thresholds)
+        except Exception as exc:  # noqa: BLE001 - the user's code: where it broke
+            raise PluginError(f"{who} raised: {plugin_error(exc)}") from exc
+        b, k = squared_norms.shape
+        if not isinstance(factors, torch.Tensor) or tuple(factors.shape) not in ((b,), (b, k)):
+            got = tuple(factors.shape) if isinstance(factors, torch.Tensor) else type(factors)
+            raise PluginError(
+                f"{who} returned {got}; it returns a tensor of ({b},) or ({b}, {k}) factors"
+            )
+        if factors.dim() == 1:
+            factors = factors.unsqueeze(1).expand_as(squared_norms)
+        factors = factors.to(squared_norms.dtype)
+        clipped_norms = (factors.square() * squared_norms).sum(1).sqrt()
+        worst = torch.max(clipped_norms.max(), torch.zeros((), device=factors.device))
+        valid = bool(torch.isfinite(factors).all() and (factors >= 0).all())
+        if not valid or float(worst) > self.bound * (1 + BOUND_SLACK):
+            shown = f"{float(worst):.6g}" if valid else "not finite (or a negative factor)"
+            raise PluginError(
+                f"{who} broke the sensitivity bound: a clipped example's gradient norm is "
+                f"{shown}, above max_grad_norm's bound {self.bound:.6g}; the run stops (its "
+                "privacy guarantee would not hold)"
+            )
         return factors
 
     def add_noise(

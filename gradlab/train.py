@@ -44,7 +44,7 @@ from gradlab.environment import (
 from gradlab.errors import GradlabError, RunFolderError
 from gradlab.model import MLP
 from gradlab.optimizers import Optimizer, make_optimizer
-from gradlab.plugins import plugin_error, plugins_of, write_sources
+from gradlab.plugins import plugin_error, plugin_specs, plugins_of, write_sources
 from gradlab.privacy import STAT_COLUMNS as DP_COLUMNS
 from gradlab.privacy import Privatizer
 from gradlab.runlog import (
@@ -452,7 +452,7 @@ def _build(
     metrics = metric_columns(names, config.train.log, use_scaler)
     stat_columns = pipeline.columns + (DP_COLUMNS if privatizer else [])
     meta = describe_environment(device, amp_dtype, use_scaler)
-    plugins = plugins_of([e.type for e in config.edit])  # the user's own edits
+    plugins = plugins_of(plugin_specs(config))  # the user's own edits and rule
     hashes = {spec: plugin.sha256 for spec, plugin in plugins.items()}
     meta.update(
         engine=engine_name,

@@ -41,6 +41,11 @@ def parse_edit(position: int, entry: Any, parameter_names: list[str] | None = No
             strategy = load_plugin(kind).cls
         except ConfigError as exc:
             raise ConfigError(f"{where}.type: {exc}") from None
+        if not issubclass(strategy, Edit):
+            raise ConfigError(
+                f"{where}.type: {kind} is a clipping rule (gradlab.ClipRule), not an edit: it "
+                "goes in privacy.clipping"
+            )
     elif kind is not None and (not isinstance(kind, str) or len(kind) > 40):
         raise ConfigError(f"{where}.type: unknown edit type {show(kind)}; see `gradlab strategies`")
     else:

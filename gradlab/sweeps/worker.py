@@ -16,7 +16,7 @@ from typing import Any, cast
 from gradlab.config import Config, PrivacyConfig, config_from_dict
 from gradlab.environment import resolved_setup
 from gradlab.errors import GradlabError
-from gradlab.plugins import pin_sources, plugin_sources
+from gradlab.plugins import pin_sources, plugin_sources, plugin_specs
 from gradlab.runlog import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -78,11 +78,9 @@ def run_one(
 
 
 def run_sources(run: PlannedRun) -> dict[str, dict[str, str]] | None:
-    """The source of ``run``'s plugin edits as planned (:func:`gradlab.plugins.plugin_sources`),
-    for its task; None when it has none."""
-    edits = run.config.get("edit") or []
-    kinds = [e.get("type") for e in edits if isinstance(e, dict)]
-    return plugin_sources([k for k in kinds if isinstance(k, str)]) or None
+    """The source of ``run``'s plugins (edits, a clipping rule) as planned
+    (:func:`gradlab.plugins.plugin_sources`), for its task; None when it has none."""
+    return plugin_sources(plugin_specs(run.config)) or None
 
 
 def unstartable(folder: Path | None, error: str) -> dict[str, Any]:

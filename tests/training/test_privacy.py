@@ -1342,3 +1342,99 @@ def test_a_killed_private_run_reports_epsilon_at_its_last_logged_step(tmp_path, 
     want = opacus_epsilon(1.1, q, 17, 1e-5, accountant)
     assert summary["epsilon"] == pytest.approx(want, rel=1e-9)
     assert summary["epsilon"] > last_eval  # more steps spend more
+
+
+RULES = '''\
+import torch
+
+from gradlab import ClipRule
+
+
+class Flat(ClipRule):
+    """clipping: flat, written as a rule."""
+
+    def clip(self, squared_norms, thresholds):
+        norms = squared_norms.sum(1).sqrt()
+        return (thresholds / (norms + 1e-6)).clamp(max=1.0)
+
+
+class Loose(ClipRule):
+    """Scales every example by 2: breaks the bound."""
+
+    def clip(self, squared_norms, thresholds):
+        return torch.full_like(squared_norms, 2.0)
+
+
+class Raises(ClipRule):
+    def clip(self, squared_norms, thresholds):
+        raise ValueError("my rule is wrong")
+'''
+
+
+def write_rules(folder: Path) -> Path:
+    path = folder / "rules.py"
+    path.write_text(RULES)
+    return path
+
+
+def test_a_clipping_rule_that_keeps_the_bound_trains_like_flat_with_the_same_epsilon(tmp_path):
+    rules = write_rules(tmp_path)
+    runs = {}
+    for clipping in ("flat", f"{rules}:Flat"):
+        raw = private({"noise_multiplier": 1.1, "max_grad_norm": 0.05, "clipping": clipping})
+        runs[clipping] = train(config_from_dict(raw), tmp_path / "runs")
+    flat, mine = runs["flat"], runs[f"{rules}:Flat"]
+    assert mine.summary["status"] == "completed", mine.summary
+    assert mine.summary["epsilon"] == flat.summary["epsilon"]  # the accounting is unchanged
+    assert (
+        read_csv(mine.path / "steps.csv")[-1]["loss"]
+        == read_csv(flat.path / "steps.csv")[-1]["loss"]
+    )
+    meta = json.loads((mine.path / "meta.json").read_text())
+    assert meta["plugins"][f"{rules}:Flat"]["origin"] == "file"
+    assert float(read_csv(mine.path / "steps.csv")[0]["dp.clipped_frac"]) > 0  # it did clip
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Loose", "broke the sensitivity bound: a clipped example's gradient norm is"),
+        ("Raises", "raised: ValueError: my rule is wrong (at "),
+    ],
+)
+def test_a_clipping_rule_that_breaks_the_bound_fails_the_run(tmp_path, name, message):
+    rules = write_rules(tmp_path)
+    raw = private({"noise_multiplier": 1.0, "clipping": f"{rules}:{name}"})
+    result = train(config_from_dict(raw), tmp_path / "runs")
+    assert result.summary["status"] == "failed" and result.summary["steps"] <= 1
+    assert (
+        message in result.summary["error"]
+        and f"privacy.clipping {rules}:{name}" in result.summary["error"]
+    )
+
+
+def test_a_bad_clipping_rule_is_one_line(tmp_path):
+    rules = write_rules(tmp_path)
+    edit = tmp_path / "edit.py"
+    edit.write_text("import torch\nfrom gradlab import Edit\n\n\nclass E(Edit):\n    pass\n")
+    for clipping, message in (
+        ("median", "privacy.clipping: 'median' is not a clipping; use flat, per_layer"),
+        (f"{tmp_path}/nope.py:Flat", "nope.py not found"),
+        (f"{edit}:E", "is an edit, not a clipping rule"),
+    ):
+        with pytest.raises(ConfigError, match="privacy.clipping") as info:
+            config_from_dict(private({"clipping": clipping}))
+        assert message in str(info.value), str(info.value)
+    with pytest.raises(ConfigError, match="is a clipping rule"):
+        config_from_dict(tiny(edit=[{"type": f"{rules}:Flat"}]))
+
+
+def test_a_clipping_rules_source_is_part_of_the_experiment(tmp_path):
+    from gradlab.environment import resolved_setup
+
+    rules = write_rules(tmp_path)
+    cfg = config_from_dict(private({"clipping": f"{rules}:Flat"}))
+    before = cfg.experiment_hash(resolved_setup(cfg))
+    rules.write_text(RULES + "\n# changed\n")
+    cfg = config_from_dict(private({"clipping": f"{rules}:Flat"}))
+    assert cfg.experiment_hash(resolved_setup(cfg)) != before
