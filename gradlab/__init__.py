@@ -13,8 +13,10 @@ side (tables, statistics, plots, reports) never imports torch::
 
 Your own gradient edit is a subclass of :class:`Edit` with its own :class:`EditParams`,
 named in a config by its file (``type: my_edits.py:MyEdit``, see gradlab.plugins; it reads
-the step's :class:`EditContext`) or made known in this process with :func:`register_edit`. Everything not in ``__all__`` is internal and may
-change between releases.
+the step's :class:`EditContext`) or made known in this process with :func:`register_edit`.
+A measurement of your own that changes nothing is a :class:`Probe` (``diagnostics.probes``,
+see gradlab.probes). Everything not in ``__all__`` is internal and may change between
+releases.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _PUBLIC = {
     "EditParams": "gradlab.editing",
     "EditContext": "gradlab.editing",
     "ClipRule": "gradlab.privacy",
+    "Probe": "gradlab.probes",
+    "ProbeParams": "gradlab.probes",
+    "ProbeView": "gradlab.probes",
     "register_edit": "gradlab.editing",
     "edit_strategies": "gradlab.editing",
     "Optimizer": "gradlab.optimizers",
@@ -89,6 +94,9 @@ __all__ = [
     "EditParams",
     "EditContext",
     "ClipRule",
+    "Probe",
+    "ProbeParams",
+    "ProbeView",
     "register_edit",
     "edit_strategies",
     "Optimizer",

@@ -334,6 +334,26 @@ class DiagnosticsConfig(StrictModel):
     `dead_window` steps."""
     dead_fraction: float = Field(0.5, gt=0, le=1)
     """Dead ReLU: alert when at least this fraction of the hidden units is dead (relu only)."""
+    probes: list[Any] = []
+    """Measurements that change nothing, logged to steps.csv as `probe.<name>.<stat>`:
+    `noise_scale`, `diversity` or your own (`path/to/file.py:Class`), each a name or
+    `{type: NAME, at: before|after, every: N, ...}`. Not part of the experiment."""
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _parse_probes(cls, value: Any) -> list[Any]:
+        from gradlab.probes import check_probes, parse_probe
+
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"diagnostics.probes: must be a list of probes, e.g. [noise_scale], got "
+                f"{show(value)}"
+            )
+        parsed = [parse_probe(i, entry) for i, entry in enumerate(value)]
+        check_probes(parsed)
+        return parsed
 
 
 MAX_NOISE_MULTIPLIER = 1e6
@@ -488,6 +508,14 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _resolve_privacy(self) -> Config:
+        for i, probe in enumerate(self.diagnostics.probes):
+            from gradlab.probes import probe_class_of
+
+            if self.privacy is not None and probe_class_of(probe.type).per_example:
+                raise ConfigError(
+                    f"diagnostics.probes[{i}]: {probe.type} reads the raw per-example gradient "
+                    "norms, which DP-SGD keeps private; not available with privacy"
+                )
         if self.data.sampling == "auto":
             self.data.sampling = "poisson" if self.privacy is not None else "shuffle"
         privacy = self.privacy

@@ -66,9 +66,10 @@ def resolved_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     }
     plugins = meta.get("plugins")
     if isinstance(plugins, dict):
-        resolved["plugins"] = {
+        resolved["plugins"] = {  # a probe measures: it is not part of the experiment
             str(spec): record.get("sha256") if isinstance(record, dict) else None
             for spec, record in plugins.items()
+            if not (isinstance(record, dict) and record.get("kind") == "probe")
         }
     return resolved
 

@@ -61,6 +61,7 @@ class Plugin:
     def record(self) -> dict[str, Any]:
         """What ``meta.json`` says of it (``plugins`` entry)."""
         return {
+            "kind": self.kind,
             "origin": self.origin,
             "class": self.cls.__name__,
             "name": self.cls.name,
@@ -71,6 +72,17 @@ class Plugin:
             "copy": f"{PLUGIN_FOLDER}/{self.copy_name()}",
         }
 
+    @property
+    def kind(self) -> str:
+        """``edit``, ``probe`` (a measurement: outside the experiment's identity) or
+        ``rule`` (DP-SGD's clipping)."""
+        from gradlab.privacy import ClipRule
+        from gradlab.probes import Probe
+
+        if issubclass(self.cls, Probe):
+            return "probe"
+        return "rule" if issubclass(self.cls, ClipRule) else "edit"
+
     def copy_name(self) -> str:
         return f"{Path(self.path).stem}-{self.sha256[:12]}.py"
 
@@ -78,6 +90,29 @@ class Plugin:
 def is_plugin_spec(kind: Any) -> bool:
     """Whether an edit's ``type`` names a user's class (``...:Class``), not a built-in."""
     return isinstance(kind, str) and ":" in kind
+
+
+ENTRY_POINT_GROUPS = {"edit": "gradlab.edits", "probe": "gradlab.probes"}
+"""The entry point groups in which installed packages give their edits and probes short
+names: ``[project.entry-points."gradlab.edits"] adaclip = "my_package.edits:AdaClip"``."""
+
+
+def entry_point_spec(name: str, kind: str) -> str | None:
+    """The ``module:Class`` spec an installed package registers as ``name`` in the entry
+    point group of ``kind`` (``edit`` or ``probe``), or None."""
+    from importlib import metadata
+
+    for point in metadata.entry_points(group=ENTRY_POINT_GROUPS[kind]):
+        if point.name == name:
+            return str(point.value).replace(" ", "")
+    return None
+
+
+def entry_point_names(kind: str) -> list[str]:
+    """The short names installed packages register for ``kind`` (``edit`` or ``probe``)."""
+    from importlib import metadata
+
+    return sorted({p.name for p in metadata.entry_points(group=ENTRY_POINT_GROUPS[kind])})
 
 
 def is_file_spec(kind: str) -> bool:
@@ -90,11 +125,21 @@ def anchor_plugin_paths(raw: dict[str, Any], directory: str | Path) -> None:
     relative to ``directory`` (the config file's folder), so the resolved config (and every
     run folder's ``config.yaml``) names the file wherever it is read from."""
     edits = raw.get("edit")
-    entries = [(e, "type") for e in edits if isinstance(e, dict)] if isinstance(edits, list) else []
+    entries: list[tuple[Any, Any]] = (
+        [(e, "type") for e in edits if isinstance(e, dict)] if isinstance(edits, list) else []
+    )
     if isinstance(raw.get("privacy"), dict):
         entries.append((raw["privacy"], "clipping"))
+    diagnostics = raw.get("diagnostics")
+    probes = diagnostics.get("probes") if isinstance(diagnostics, dict) else None
+    if isinstance(probes, list):
+        for i, probe in enumerate(probes):
+            if isinstance(probe, str):
+                entries.append((probes, i))
+            elif isinstance(probe, dict):
+                entries.append((probe, "type"))
     for entry, key in entries:
-        kind = entry.get(key)
+        kind = entry[key] if isinstance(entry, list) else entry.get(key)
         if isinstance(kind, str) and is_plugin_spec(kind) and is_file_spec(kind):
             target, _, name = kind.rpartition(":")
             path = Path(os.path.expanduser(target))
@@ -213,14 +258,25 @@ def _check_class(spec: str, name: str, cls: Any, module: types.ModuleType, origi
 
     where = module.__file__ if origin == "file" else module.__name__
     if cls is None:
+        from gradlab.privacy import ClipRule
+        from gradlab.probes import Probe
+
+        bases = (Edit, Probe, ClipRule)
         found = sorted(
-            n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Edit)
-            and v is not Edit
+            n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, bases)
+            and v not in bases
         )  # fmt: skip
-        hint = f"; its edits: {', '.join(found)}" if found else "; it defines no Edit subclass"
+        hint = (
+            f"; its edits, probes and rules: {', '.join(found)}"
+            if found
+            else "; it defines no subclass of gradlab.Edit, gradlab.Probe or gradlab.ClipRule"
+        )
         raise ConfigError(f"plugin {where} has no class {name}{hint}")
     from gradlab.privacy import ClipRule
+    from gradlab.probes import Probe
 
+    if isinstance(cls, type) and issubclass(cls, Probe) and cls is not Probe:
+        return _check_probe(spec, name, cls, module, origin, where)
     if isinstance(cls, type) and issubclass(cls, ClipRule) and cls is not ClipRule:
         if not getattr(cls, "name", ""):
             cls.name = name.lower()
@@ -228,7 +284,8 @@ def _check_class(spec: str, name: str, cls: Any, module: types.ModuleType, origi
     if not (isinstance(cls, type) and issubclass(cls, Edit)) or cls is Edit:
         raise ConfigError(
             f"plugin {where}: {name} is not a subclass of gradlab.Edit (class {name}(Edit): "
-            "...), nor, for privacy.clipping, of gradlab.ClipRule"
+            "...), nor of gradlab.Probe (diagnostics.probes) or gradlab.ClipRule "
+            "(privacy.clipping)"
         )
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, EditParams)):
         raise ConfigError(f"plugin {where}: {name}.Params must subclass gradlab.EditParams")
@@ -255,6 +312,34 @@ def _check_class(spec: str, name: str, cls: Any, module: types.ModuleType, origi
         raise ConfigError(
             f"plugin {where}: {name}.stats: 'changed' is always reported; leave it out"
         )
+    return _plugin(spec, cls, module, origin)
+
+
+def _check_probe(
+    spec: str, name: str, cls: Any, module: types.ModuleType, origin: str, where: Any
+) -> Plugin:
+    """The rules of a user's probe (a :class:`gradlab.Probe`), as :func:`_check_class`'s."""
+    from gradlab.probes import ProbeParams, probes
+
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, ProbeParams)):
+        raise ConfigError(f"plugin {where}: {name}.Params must subclass gradlab.ProbeParams")
+    if not cls.name:
+        cls.name = name.lower()
+    if not cls.summary:
+        cls.summary = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
+    if not isinstance(cls.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", cls.name):
+        raise ConfigError(
+            f"plugin {where}: {name}.name {cls.name!r} must be a word of letters, digits and "
+            "'_' (at most 40 characters)"
+        )
+    if cls.name in probes():
+        raise ConfigError(
+            f"plugin {where}: {name}.name {cls.name!r} shadows the built-in probe of that "
+            "name; give it a name of its own"
+        )
+    stats = getattr(cls, "stats", ())
+    if not isinstance(stats, tuple) or not all(isinstance(s, str) and s for s in stats):
+        raise ConfigError(f"plugin {where}: {name}.stats must be a tuple of names")
     return _plugin(spec, cls, module, origin)
 
 
@@ -386,6 +471,7 @@ def plugins_in(source: str) -> list[Plugin]:
             :func:`load_plugin`.
     """
     from gradlab.editing.base import Edit
+    from gradlab.probes import Probe
 
     if source.endswith((".yaml", ".yml")):
         from gradlab.config import load_config
@@ -399,10 +485,10 @@ def plugins_in(source: str) -> list[Plugin]:
         module, target = _load_module(source), source
     names = [
         n for n, v in vars(module).items()
-        if isinstance(v, type) and issubclass(v, Edit) and v.__module__ == module.__name__
+        if isinstance(v, type) and issubclass(v, (Edit, Probe)) and v.__module__ == module.__name__
     ]  # fmt: skip
     if not names:
-        raise ConfigError(f"{source} defines no subclass of gradlab.Edit")
+        raise ConfigError(f"{source} defines no subclass of gradlab.Edit or gradlab.Probe")
     return [load_plugin(f"{target}:{n}") for n in names]
 
 
@@ -418,19 +504,24 @@ def load_rule(spec: str) -> Plugin:
     plugin = load_plugin(spec)
     if not issubclass(plugin.cls, ClipRule):
         raise ConfigError(
-            f"{spec} is an edit, not a clipping rule: a rule subclasses gradlab.ClipRule "
-            "(an edit goes in the edit list)"
+            f"{spec} is {'a probe' if plugin.kind == 'probe' else 'an edit'}, not a clipping "
+            "rule: a rule subclasses gradlab.ClipRule (an edit goes in the edit list, a "
+            "probe in diagnostics.probes)"
         )
     return plugin
 
 
 def plugin_specs(config: Any) -> list[str]:
-    """The plugin specs a config (a Config, or its plain data) names: its edits' types
-    and a ``privacy.clipping`` rule."""
+    """The plugin specs a config (a Config, or its plain data) names: its edits' types,
+    a ``privacy.clipping`` rule and its ``diagnostics.probes``."""
     data = config if isinstance(config, dict) else config.to_dict()
     edits = data.get("edit") or []
     kinds = [e.get("type") for e in edits if isinstance(e, dict)]
     privacy = data.get("privacy")
     if isinstance(privacy, dict):
         kinds.append(privacy.get("clipping"))
+    diagnostics = data.get("diagnostics")
+    probes = diagnostics.get("probes") if isinstance(diagnostics, dict) else None
+    for probe in probes if isinstance(probes, list) else []:
+        kinds.append(probe.get("type") if isinstance(probe, dict) else probe)
     return [k for k in kinds if isinstance(k, str) and is_plugin_spec(k)]

@@ -12,11 +12,14 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gradlab.runlog import CsvLog
+
+if TYPE_CHECKING:
+    from gradlab.probes import ProbeSet
 
 GROWTH_WINDOW = 10
 """Losses in the moving average of ``loss_growth``."""
@@ -70,6 +73,7 @@ class StepLog:
         stop_on_nonfinite: bool,
         on_flush: Callable[[StepLog], None] | None = None,
         diverge_factor: float = 0.0,
+        probes: ProbeSet | None = None,
     ) -> None:
         self.csv = csv
         self.template = csv.numeric_template(
@@ -83,7 +87,11 @@ class StepLog:
         self._changed = [
             self.n_metrics + i for i, c in enumerate(edit_columns) if c.endswith(".changed")
         ]
-        self.buffer = torch.zeros((capacity, len(metrics) + len(edit_columns)), device=device)
+        # the probes' values last (their raw width), made their statistics at each flush
+        self.probes = probes if probes is not None and len(probes) else None
+        self._probes_at = len(metrics) + len(edit_columns)
+        width = self._probes_at + (self.probes.raw_width if self.probes else 0)
+        self.buffer = torch.zeros((capacity, width), device=device)
         self.host_rows: list[tuple[int, int, float, int, float]] = []  # step, epoch, lr, batch, t
         self.use_scaler = use_scaler
         self.stop_on_nonfinite = stop_on_nonfinite
@@ -108,15 +116,27 @@ class StepLog:
         return time.perf_counter() - self.t0
 
     def record(
-        self, step: int, epoch: int, lr: float, batch: int, values: list[torch.Tensor]
+        self,
+        step: int,
+        epoch: int,
+        lr: float,
+        batch: int,
+        values: list[torch.Tensor],
+        vectors: list[torch.Tensor] | None = None,
     ) -> None:
-        """Store one step's device values (metrics, then edit statistics); flush when due.
+        """Store one step's device values (metrics, then edit statistics, 0-dim tensors; then
+        the probes' ``vectors``, 1-D); flush when due.
 
         ``accuracy`` is recorded as the number of correct predictions of the batch of size
         ``batch`` and divided on the host.
         """
         slot = len(self.host_rows)
-        torch.stack(values, out=self.buffer[slot])
+        row = self.buffer[slot]
+        if vectors:
+            torch.stack(values, out=row[: len(values)])
+            torch.cat(vectors, out=row[len(values) :])
+        else:
+            torch.stack(values, out=row)
         now = time.perf_counter()
         self.host_rows.append((step, epoch, lr, batch, now - self.t0))
         if slot + 1 == len(self.buffer) or now - self.last_flush > 1.0:
@@ -128,6 +148,8 @@ class StepLog:
         if not self.host_rows:
             return
         values = self.buffer[: len(self.host_rows)].tolist()
+        if self.probes is not None:
+            self.probes.finish(values, [r[3] for r in self.host_rows], self._probes_at)
         lines = []
         m, template = self.n_metrics, self.template
         for (step, epoch, lr, batch, elapsed), row in zip(self.host_rows, values, strict=True):

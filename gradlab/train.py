@@ -2,7 +2,7 @@
 
 Each step, in this order: batch -> forward, loss, (scaled) backward (the engine; per-example
 clipping with DP-SGD) -> (DP-SGD noise) -> unscale -> gradient norms -> gradient health ->
-**edit** -> optimizer step -> scaler update -> log -> evaluation when due. Per-step metrics
+probes (before) -> **edit** -> probes (after) -> optimizer step -> scaler update -> log -> evaluation when due. Per-step metrics
 stay on the training device in a preallocated buffer and are written to ``steps.csv`` every
 ``train.flush_every`` steps (and at least once a second), so no step waits for the device.
 
@@ -47,6 +47,7 @@ from gradlab.optimizers import Optimizer, make_optimizer
 from gradlab.plugins import plugin_error, plugin_specs, plugins_of, write_sources
 from gradlab.privacy import STAT_COLUMNS as DP_COLUMNS
 from gradlab.privacy import Privatizer
+from gradlab.probes import ProbeError, ProbeSet, ProbeView
 from gradlab.runlog import (
     ALERTS_COLUMNS,
     ALERTS_FILE,
@@ -207,12 +208,18 @@ def train(
                     empty = len(idx) == 0  # a Poisson batch may draw no example
 
                     # forward, loss, (scaled) backward; with privacy, per-example clipping
+                    per_example: torch.Tensor | None = None
                     if empty:
+                        per_example = r.no_examples if r.x_norms is not None else None
                         if step == 1:  # before this step's noise moves the weights
                             r.steplog.first_loss = r.untrained_loss()
                         loss, logits = _no_examples(weights.values(), r.device)
                     elif r.privatizer is not None:
                         loss, logits = r.engine.clipped_step(xb, yb, r.privatizer.clip)
+                    elif r.x_norms is not None and r.probes.wants_per_example(step):
+                        # and each example's squared gradient norms, for the probes
+                        x_norms = r.x_norms.index_select(0, idx)
+                        loss, logits, per_example = r.engine.measured_step(xb, yb, x_norms)
                     else:
                         loss, logits = r.engine.step(xb, yb)
                     # every .grad is filled by the engine (no check in the hot path)
@@ -229,6 +236,11 @@ def train(
                     checks = r.diagnostics if due else None
                     if checks:
                         checks.record(step, grads, weights)  # before the edits
+                    if r.probes.measures("before"):  # they read, never change
+                        known_norms = param_norms if full_log or use_scaler else None
+                        r.probes.measure("before", ProbeView(
+                            step, lr, loss, len(idx), grads, weights, per_example, known_norms
+                        ))  # fmt: skip
 
                     # on_nonfinite: skip reads the loss on the host: one sync per step
                     if (
@@ -240,6 +252,7 @@ def train(
                         nonfinite_skips += 1
                         edit_stats = r.pipeline.idle_stats()
                         grad_norm_after: torch.Tensor | None = grad_norm if full_log else None
+                        r.probe_after(step, lr, loss, len(idx), grads)
                         if checks:
                             checks.after_edit(step, grads)
                         r.scaler.update()  # no step: the parameters stay as they were
@@ -253,6 +266,7 @@ def train(
                             grad_norm_after = (
                                 global_norm(list(grads.values())) if len(r.pipeline) else grad_norm
                             )
+                        r.probe_after(step, lr, loss, len(idx), grads)
                         if checks:
                             checks.after_edit(step, grads)
                         # skipped by the scaler when a gradient overflowed; frozen ones sit out
@@ -270,7 +284,9 @@ def train(
                         values = [loss, grad_norm] if use_scaler else [loss]
                     if r.privatizer is not None:
                         edit_stats = [*edit_stats, *r.privatizer.step_stats()]
-                    r.steplog.record(step, epoch, lr, len(idx), [*values, *edit_stats])
+                    r.steplog.record(
+                        step, epoch, lr, len(idx), [*values, *edit_stats], r.probes.values()
+                    )
                     if r.steplog.diverged_step is not None or (
                         consecutive_skips >= config.train.max_consecutive_skips
                     ):
@@ -336,10 +352,24 @@ class _Run:
     eval_every: int
     folder: RunWriter
     diagnostics: Diagnostics | None
+    probes: ProbeSet
+    x_norms: torch.Tensor | None  # each training image's L2 norm, for per-example probes
     steplog: StepLog
     on_progress: Callable[[Progress], None] | None
     stop: StopSignals
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # step, loss, acc
+
+    @property
+    def no_examples(self) -> torch.Tensor:
+        """The per-example norms of a step that measured none: no rows."""
+        return torch.empty(0, len(self.weights), device=self.device)
+
+    def probe_after(
+        self, step: int, lr: float, loss: torch.Tensor, batch: int, grads: Tensors
+    ) -> None:
+        """The probes that read the gradient after the edits, before the update."""
+        if self.probes.measures("after"):
+            self.probes.measure("after", ProbeView(step, lr, loss, batch, grads, self.weights))
 
     @property
     def last_eval(self) -> int | None:
@@ -450,6 +480,7 @@ def _build(
     # ---- the run folder
     eval_every = config.train.eval_every or default_eval_every(steps_per_epoch, total_steps)
     metrics = metric_columns(names, config.train.log, use_scaler)
+    probes = ProbeSet(config.diagnostics.probes, names, device)  # measurements only
     stat_columns = pipeline.columns + (DP_COLUMNS if privatizer else [])
     meta = describe_environment(device, amp_dtype, use_scaler)
     plugins = plugins_of(plugin_specs(config))  # the user's own edits and rule
@@ -479,7 +510,9 @@ def _build(
             "expected_batch_size": privatizer.expected_batch_size,
             "planned_epsilon": _json_number(cast(float, planned_epsilon)),
         }
-    columns = step_columns(metrics, stat_columns, batch_sizes=sampling == "poisson")
+    columns = step_columns(
+        metrics, stat_columns + probes.columns, batch_sizes=sampling == "poisson"
+    )
     try:
         folder = RunWriter.create(
             runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,
@@ -513,6 +546,7 @@ def _build(
             use_scaler=use_scaler,
             stop_on_nonfinite=config.train.on_nonfinite != "skip",
             diverge_factor=config.train.diverge_factor,
+            probes=probes,
         )
     except OSError as exc:
         folder.close()
@@ -523,7 +557,9 @@ def _build(
     run = _Run(
         config, device, amp_dtype, use_scaler, data, model, weights, optimizer, scaler, engine,
         pipeline, privatizer, torch.Generator().manual_seed(config.seed), steps_per_epoch,
-        total_steps, eval_every, folder, diagnostics, steplog, on_progress, stop,
+        total_steps, eval_every, folder, diagnostics, probes,
+        torch.linalg.vector_norm(data.train_x.flatten(1), dim=1) if probes.per_example else None,
+        steplog, on_progress, stop,
     )  # fmt: skip
     steplog.on_flush = run.flushed
     return run
@@ -596,7 +632,7 @@ def _describe_failure(exc: BaseException, folder: Path) -> str:
         (folder / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
     except OSError:
         pass
-    if isinstance(exc, PluginError):  # says which edit, the rule or the user's file and line
+    if isinstance(exc, (PluginError, ProbeError)):  # which edit or probe, the rule or the line
         return str(exc)
     return plugin_error(exc)  # the user's file and line when a plugin's code raised
 

@@ -125,8 +125,13 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
     console.print(f"[dim]run folder[/]        {user_text(path)}", soft_wrap=True, highlight=False)
 
 
-def print_strategies(rows: list[dict[str, Any]], common: list[tuple[str, Any, str]]) -> None:
-    """The registry as a table: family, type, parameters with defaults, description."""
+def print_strategies(
+    rows: list[dict[str, Any]],
+    common: list[tuple[str, Any, str]],
+    probe_common: list[tuple[str, Any, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """The registry as a table: family, type, parameters with defaults, description; then
+    the parameters every edit (and every probe, when some row is one) takes."""
     table = Table(title="Gradient-editing strategies", show_lines=True, title_justify="left")
     table.add_column("family", style="dim")
     table.add_column("type", style="bold cyan", overflow="fold")
@@ -138,9 +143,15 @@ def print_strategies(rows: list[dict[str, Any]], common: list[tuple[str, Any, st
         )
         table.add_row(row["family"], row["name"], params or "-", escape(row["summary"]))
     console.print(table)
-    console.print("Every edit also takes:")
-    for key, default, text in common:
-        console.print(f"  [bold]{key}[/] ({escape(_default(default))}): {escape(text)}")
+    shown = [("edit", common)]
+    if any(row["family"] == "probe" for row in rows):
+        shown.append(("probe (diagnostics.probes)", list(probe_common)))
+    if all(row["family"] == "probe" for row in rows):
+        shown = shown[1:]
+    for what, keys in shown:
+        console.print(f"Every {what} also takes:")
+        for key, default, text in keys:
+            console.print(f"  [bold]{key}[/] ({escape(_default(default))}): {escape(text)}")
 
 
 def _default(value: Any) -> str:

@@ -150,10 +150,12 @@ def strategies(
         ),
     ] = None,
 ) -> None:
-    """List every gradient-editing strategy with its parameters, defaults and description."""
+    """List every gradient-editing strategy and probe with its parameters, defaults and
+    description."""
     from gradlab.cli import render
     from gradlab.editing import EditParams, param_docs
     from gradlab.editing import strategies as registry
+    from gradlab.probes import Probe, ProbeParams, probe_param_docs, probes
 
     if source is not None:
         from gradlab.plugins import plugins_in
@@ -162,17 +164,21 @@ def strategies(
             found = plugins_in(source)
         classes = {_shown_spec(p.spec): p.cls for p in found}
     else:
-        classes = dict(registry())
+        classes = {**registry(), **probes()}
     rows = [
         {
-            "family": cls.family,
+            "family": "probe" if issubclass(cls, Probe) else cls.family,
             "name": name,
             "summary": cls.summary,
-            "params": param_docs(cls.Params),
+            "params": (
+                probe_param_docs(cls.Params) if issubclass(cls, Probe) else param_docs(cls.Params)
+            ),
         }
         for name, cls in classes.items()
     ]
-    render.print_strategies(rows, param_docs(EditParams, common=True))
+    render.print_strategies(
+        rows, param_docs(EditParams, common=True), probe_param_docs(ProbeParams, common=True)
+    )
 
 
 def _shown_spec(spec: str) -> str:

@@ -120,7 +120,8 @@ PanelsOption = Annotated[
     typer.Option(
         help="Comma-separated plot panels: train_loss, test_loss, test_accuracy, "
         "grad_norm, grad_norm_after, lr, edit_stats (fractions), edit_norms, "
-        "accuracy_vs_epsilon, dp_clipped_frac, dp_norm_median. Default: "
+        "accuracy_vs_epsilon, dp_clipped_frac, dp_norm_median, noise_scale, diversity "
+        "(the probes). Default: "
         "train_loss, test_accuracy, grad_norm, grad_norm_after (and accuracy_vs_epsilon "
         "when a run is private).",
         show_default=False,

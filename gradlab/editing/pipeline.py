@@ -11,9 +11,15 @@ import torch
 from pydantic import ValidationError
 
 from gradlab.editing.base import Edit, EditContext, EditParams, Tensors
-from gradlab.editing.registry import get_strategy
+from gradlab.editing.registry import get_strategy, strategy_names
 from gradlab.errors import ConfigError, GradlabError
-from gradlab.plugins import is_plugin_spec, load_plugin, loaded_plugins, plugin_error
+from gradlab.plugins import (
+    entry_point_spec,
+    is_plugin_spec,
+    load_plugin,
+    loaded_plugins,
+    plugin_error,
+)
 from gradlab.schema import describe_validation_error, show
 
 _NOTHING: frozenset[str] = frozenset()
@@ -36,16 +42,23 @@ def parse_edit(position: int, entry: Any, parameter_names: list[str] | None = No
     if "type" not in entry:
         raise ConfigError(f"{where}.type: required, but missing (see `gradlab strategies`)")
     kind = entry["type"]
+    if isinstance(kind, str) and not is_plugin_spec(kind) and kind not in strategy_names():
+        spec = entry_point_spec(kind, "edit")  # a short name an installed package gives
+        if spec is not None:
+            entry = {**entry, "type": spec}
+            kind = spec
     if is_plugin_spec(kind) and len(kind) <= 4096:  # the user's own class: path.py:Class
         try:
             strategy = load_plugin(kind).cls
         except ConfigError as exc:
             raise ConfigError(f"{where}.type: {exc}") from None
         if not issubclass(strategy, Edit):
-            raise ConfigError(
-                f"{where}.type: {kind} is a clipping rule (gradlab.ClipRule), not an edit: it "
-                "goes in privacy.clipping"
+            what, home = (
+                ("a probe (gradlab.Probe)", "diagnostics.probes")
+                if getattr(strategy, "per_example", None) is not None
+                else ("a clipping rule (gradlab.ClipRule)", "privacy.clipping")
             )
+            raise ConfigError(f"{where}.type: {kind} is {what}, not an edit: it goes in {home}")
     elif kind is not None and (not isinstance(kind, str) or len(kind) > 40):
         raise ConfigError(f"{where}.type: unknown edit type {show(kind)}; see `gradlab strategies`")
     else:

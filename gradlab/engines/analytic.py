@@ -61,6 +61,7 @@ class AnalyticEngine(Engine):
         self._rows = 0  # the work tensors' capacity: the largest batch so far
         self._full: dict[str, list[torch.Tensor]] = {}
         self._views: tuple[int, dict[str, list[torch.Tensor]]] | None = None
+        self._scales: tuple[int, torch.Tensor] = (0, self.weights[0].new_ones(1, 1))
 
     def _buffers(self, batch: int) -> dict[str, list[torch.Tensor]]:
         """Work tensors for this batch size, per layer: pre-activations ``z``, outputs ``a``
@@ -84,6 +85,14 @@ class AnalyticEngine(Engine):
         work["d_t"] = [t.t() for t in work["d"]]
         self._views = (batch, work)
         return work
+
+    def _own_rows(self, batch: int) -> torch.Tensor:
+        """``(2N, 1)``: B for the rows of ``||d||`` below the last layer, else 1."""
+        if self._scales[0] != batch:
+            scale = self.weights[0].new_ones(2 * len(self.weights), 1)
+            scale[1 : 2 * len(self.weights) - 2 : 2] = batch
+            self._scales = (batch, scale)
+        return self._scales[1]
 
     def _activate(self, z: torch.Tensor, out: torch.Tensor) -> None:
         if self.activation == "relu":
@@ -188,3 +197,30 @@ class AnalyticEngine(Engine):
             torch.mm((d[i] * factors[:, 2 * i, None]).t(), below, out=self.weight_grads[i])
             torch.mv(d[i].t(), factors[:, 2 * i + 1], out=self.bias_grads[i])
         return loss, out
+
+    @torch.no_grad()
+    def measured_step(
+        self, x: torch.Tensor, y: torch.Tensor, x_norms: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`step`, then each example's squared gradient norm per tensor from the work
+        tensors it leaves: row b of the last layer's ``d`` is example b's own output
+        gradient, the layers below hold it divided by B. A few operations on ``(K, B)``;
+        ``x_norms``: the rows' norms, when the caller has them."""
+        loss, out = self.step(x, y)
+        batch = x.shape[0]
+        w = self._buffers(batch)
+        a, d = w["a"], w["d"]
+        last = len(self.weights) - 1
+        vector_norm = torch.linalg.vector_norm
+        rows = [vector_norm(x, dim=1) if x_norms is None else x_norms]  # ||a||, ||d|| per layer
+        for i in range(last + 1):
+            rows += (
+                [vector_norm(a[i - 1], dim=1), vector_norm(d[i], dim=1)]
+                if i
+                else [vector_norm(d[0], dim=1)]
+            )
+        norms = torch.stack(rows)
+        norms.mul_(self._own_rows(batch))  # below the last layer, B * d is the example's own
+        norms.square_()
+        norms[0::2].mul_(norms[1::2])  # the weight's ||a||^2 ||d||^2; the bias's ||d||^2
+        return loss, out, norms.t()

@@ -48,6 +48,43 @@ class AutogradEngine(Engine):
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach(), logits.detach()
 
+    def measured_step(
+        self, x: torch.Tensor, y: torch.Tensor, x_norms: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`step`'s forward and backward, asking autograd for each layer's output
+        gradient ``dL/dz`` besides the parameters' (the same graph: the same values in
+        ``p.grad``); each example's squared gradient norm per tensor is then
+        ``||a_b||^2 ||B d_b||^2`` (weight) and ``||B d_b||^2`` (bias), unscaled."""
+        with torch.autocast(
+            self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            logits, inputs, z = self.model.trace(x)
+        wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        loss = F.cross_entropy(wide, y)
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        (*grads,) = torch.autograd.grad(scaled, [*self.params, *z])
+        for p, g in zip(self.params, grads, strict=False):
+            p.grad = g
+        dtype, vector_norm = self.params[0].dtype, torch.linalg.vector_norm
+        with torch.no_grad():
+            rows: list[torch.Tensor] = []  # ||a||, ||d|| per layer
+            for a, d in zip(inputs, grads[len(self.params) :], strict=True):
+                if x_norms is not None and not rows:  # fc1's input: the caller has them
+                    rows.append(x_norms.to(dtype))
+                else:
+                    rows.append(vector_norm(a, dim=1, dtype=dtype))
+                rows.append(vector_norm(d, dim=1, dtype=dtype))
+            norms = torch.stack(rows)
+            # B / (loss scale) makes each row of the mean's gradient the example's own
+            if self.scaler is not None:
+                one = torch.ones((), device=loss.device, dtype=torch.float32)
+                norms[1::2].mul_(x.shape[0] / self.scaler.scale(one))
+            else:
+                norms[1::2].mul_(x.shape[0])
+            norms.square_()
+            norms[0::2].mul_(norms[1::2])  # the weight's ||a||^2 ||d||^2; the bias's ||d||^2
+        return loss.detach(), logits.detach(), norms.t()
+
     def clipped_step(
         self, x: torch.Tensor, y: torch.Tensor, clip: Clip
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,16 @@ class Engine:
         :class:`gradlab.privacy.Privatizer`)."""
         raise NotImplementedError
 
+    def measured_step(
+        self, x: torch.Tensor, y: torch.Tensor, x_norms: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`step` (``p.grad`` bit for bit the same) and the ``(B, K)`` matrix of each
+        example's squared gradient norm per tensor (fc1.weight, fc1.bias, ...): the gradient
+        of the example's own loss, unscaled, for the probes (:mod:`gradlab.probes`).
+        ``x_norms``: each row of ``x``'s L2 norm, when the caller has them (the loop
+        computes the training set's once)."""
+        raise NotImplementedError
+
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named gradients of the mean cross-entropy on (x, y), as copies (for checks)."""
         self.step(x, y)

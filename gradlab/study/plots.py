@@ -75,6 +75,8 @@ PANELS: dict[str, str] = {
     "accuracy_vs_epsilon": "test accuracy against privacy spent",
     "dp_clipped_frac": "share of examples clipped",
     "dp_norm_median": "median per-example gradient norm",
+    "noise_scale": "gradient noise scale B_simple",
+    "diversity": "gradient diversity",
 }
 """Panel name -> title. The edit panels draw the ``edit<i>.<type>.<stat>`` columns of
 ``steps.csv``, split by what they measure (rows without edits have no line there):
@@ -94,9 +96,15 @@ against its ``epsilon``, the privacy spent so far, instead of the step; a row wi
 privacy is a dotted horizontal line at its final accuracy, a private row none of whose runs
 has an epsilon to read, corrupt or missing, a dash-dotted one, and one without noise
 (epsilon infinite) a dashed one, named in a legend beside the panel), ``dp_clipped_frac``
-and ``dp_norm_median`` (steps.csv's ``dp.*`` columns, before clipping)."""
+and ``dp_norm_median`` (steps.csv's ``dp.*`` columns, before clipping).
+
+Runs with the probes of the same names (``diagnostics.probes``) add ``noise_scale``
+(``probe.noise_scale.b_simple``, on a log axis: its estimates below zero are not drawn) and
+``diversity`` (``probe.diversity.diversity``)."""
 DEFAULT_PANELS = ("train_loss", "test_accuracy", "grad_norm", "grad_norm_after")
-LOG_PANELS = frozenset({"grad_norm", "grad_norm_after", "lr", "edit_norms", "dp_norm_median"})
+LOG_PANELS = frozenset(
+    {"grad_norm", "grad_norm_after", "lr", "edit_norms", "dp_norm_median", "noise_scale"}
+)
 
 # panel -> (log file, column (None: the edit statistics), y label)
 _SOURCES = {
@@ -111,6 +119,8 @@ _SOURCES = {
     "accuracy_vs_epsilon": ("evals", "test_accuracy", "accuracy"),
     "dp_clipped_frac": ("steps", "dp.clipped_frac", "fraction"),
     "dp_norm_median": ("steps", "dp.norm_median", "L2 norm"),
+    "noise_scale": ("steps", "probe.noise_scale.b_simple", "examples"),
+    "diversity": ("steps", "probe.diversity.diversity", "ratio"),
 }
 _X_AXIS = {"accuracy_vs_epsilon": ("epsilon", "epsilon spent (the run's accountant and delta)")}
 """Panels drawn against another evals.csv column than ``step``: (column, axis label). The

@@ -345,7 +345,7 @@ def test_full_runs_draw_every_panel_and_edit_stats_says_when_none(lr_grid: Path)
     for name, ax in axes.items():
         if name in ("edit_stats", "edit_norms"):
             assert [t.get_text() for t in ax.texts] == ["no data\n(no row has edits)"]
-        elif name in DP_PANELS:  # no run is private
+        elif name in DP_PANELS or name in PROBE_PANELS:  # no run is private or probed
             assert [t.get_text().split("\n")[0] for t in ax.texts] == ["no data"], name
             assert not ax.get_lines()
         else:
@@ -354,6 +354,7 @@ def test_full_runs_draw_every_panel_and_edit_stats_says_when_none(lr_grid: Path)
 
 
 DP_PANELS = ("accuracy_vs_epsilon", "dp_clipped_frac", "dp_norm_median")
+PROBE_PANELS = ("noise_scale", "diversity")
 
 
 def test_accuracy_against_epsilon(tmp_path: Path):

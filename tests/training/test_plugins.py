@@ -193,7 +193,7 @@ def test_validate_shows_the_plugins_resolved_parameters(tmp_path):
         ("missing.py:MyClip", {}, "missing.py not found"),
         ("syntax.py:MyClip", {}, "syntax.py, line 2: syntax error"),
         ("raising.py:MyClip", {}, "ZeroDivisionError: division by zero (at "),
-        ("my_edits.py:Nope", {}, "has no class Nope; its edits: MyClip"),
+        ("my_edits.py:Nope", {}, "has no class Nope; its edits, probes and rules: MyClip"),
         ("broken.py:NotAnEdit", {}, "NotAnEdit is not a subclass of gradlab.Edit"),
         ("broken.py:Shadow", {}, "'clip_norm' shadows the built-in edit"),
         ("my_edits.py:MyClip", {"max_nrom": 1}, "edit[0].max_nrom: unknown key"),
