@@ -280,9 +280,24 @@ def test_compare_keeps_runs_of_an_edited_plugin_apart(tmp_path):
     assert table["resolved.plugins"].nunique() == 2  # what tells them apart
 
 
-def write_study(folder: Path) -> Path:
+PROBE = """\
+import gradlab
+
+
+class Loss(gradlab.Probe):
+    stats = ("loss",)
+
+    def measure(self, view):
+        return {"loss": view.loss.clone()}
+"""
+
+
+def write_study(folder: Path, probe: bool = False) -> Path:
     write_plugin(folder / "edits")
     base = tiny(optim={"max_steps": 4})
+    if probe:  # a probe of one's own, from the same folder
+        (folder / "edits" / "probes.py").write_text(PROBE)
+        base["diagnostics"] = {"probes": ["edits/probes.py:Loss"]}
     sweep = {
         "name": "s",
         "base": base,
@@ -346,9 +361,9 @@ def test_a_ray_sweep_without_a_shared_folder_brings_the_plugins_source(tmp_path,
     if ray.is_initialized():
         pytest.skip("a Ray is already running in this process")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    path = write_study(tmp_path)
+    path = write_study(tmp_path, probe=True)
     sweep = load_sweep(path)
-    shutil.rmtree(tmp_path / "edits")  # the tasks cannot read the file
+    shutil.rmtree(tmp_path / "edits")  # the tasks cannot read the files
     folder = run_sweep(sweep, tmp_path / "runs", executor="ray", jobs=2, shared_dir=False)
     record = json.loads((folder / "sweep.json").read_text())
     assert [r["status"] for r in record["runs"]] == ["done"] * 4, record["runs"]
@@ -356,8 +371,11 @@ def test_a_ray_sweep_without_a_shared_folder_brings_the_plugins_source(tmp_path,
     for run in mine:
         run_folder = folder / run["folder"]
         meta = json.loads((run_folder / "meta.json").read_text())
-        (copy,) = (run_folder / "plugins").iterdir()
-        assert copy.read_text() == MY_CLIP and meta["edits"] == "my_clip(0.3)"
+        copies = sorted(p.read_text() for p in (run_folder / "plugins").iterdir())
+        assert copies == sorted([MY_CLIP, PROBE]) and meta["edits"] == "my_clip(0.3)"
+        with open(run_folder / "steps.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["probe.loss.loss"] for r in rows] == [r["loss"] for r in rows]
 
 
 def test_the_example_plugins_train(tmp_path):
