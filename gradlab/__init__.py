@@ -36,6 +36,7 @@ _PUBLIC = {
     "RunResult": "gradlab.train",
     "Progress": "gradlab.train",
     "gradcheck": "gradlab.gradcheck",
+    "load_model": "gradlab.weights",
     # your own edits and optimizers
     "Edit": "gradlab.editing",  # the packages: their built-ins are registered with them
     "EditParams": "gradlab.editing",
@@ -90,6 +91,7 @@ __all__ = [
     "RunResult",
     "Progress",
     "gradcheck",
+    "load_model",
     "Edit",
     "EditParams",
     "EditContext",

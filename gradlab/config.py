@@ -293,6 +293,10 @@ class TrainConfig(StrictModel):
     whichever is more often (at least 10 points). Always at the end."""
     eval_batch_size: int = Field(10000, ge=1, le=MAX_COUNT)
     """Batch size for evaluation (large: evaluation needs no gradients)."""
+    save: Literal["final", "best", "none"] = "final"
+    """The trained weights in the run folder: `final` (model.safetensors, at the run's end),
+    `best` (also model-best.safetensors, at its best test accuracy: model selection on the
+    test set) or `none`."""
     flush_every: int = Field(100, ge=1, le=MAX_FLUSH_EVERY)
     """Write buffered step metrics to steps.csv every N steps (and at least once a second);
     at most 100,000."""
@@ -317,7 +321,7 @@ class TrainConfig(StrictModel):
 class DiagnosticsConfig(StrictModel):
     every: int = Field(50, ge=0, le=MAX_COUNT)
     """Per-layer gradient statistics (grads.csv) and alert checks: at steps 1, 2, 4, 8, ...
-    below N, then every N steps; 0 = off."""
+    below N, then every N steps, and at the last step; 0 = off."""
     patience: int = Field(3, ge=1, le=MAX_COUNT)
     """Checks in a row a vanishing condition must hold before its alert fires."""
     vanishing_norm: float = Field(1e-6, ge=0)

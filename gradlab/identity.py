@@ -8,8 +8,8 @@ a CPU are different experiments). Left out, because they change nothing that is 
 
 - ``name`` and ``seed`` (a group is one experiment over several seeds),
 - ``data.root`` and ``data.download`` (where the files are, not what they are),
-- ``train.log``, ``train.flush_every``, ``train.eval_every``, ``train.eval_batch_size``
-  (what is written down and when, not the training),
+- ``train.log``, ``train.flush_every``, ``train.eval_every``, ``train.eval_batch_size``,
+  ``train.save`` (what is written down and when, not the training),
 - ``diagnostics.*`` (gradient health is measured, never acted on),
 - ``train.device``, ``train.amp``, ``train.engine`` as written (their resolved values
   count instead), and ``train.amp_init_scale`` when no GradScaler ran.
@@ -41,6 +41,7 @@ IGNORED = (
     "train.flush_every",
     "train.eval_every",
     "train.eval_batch_size",
+    "train.save",
     "train.device",
     "train.amp",
     "train.engine",

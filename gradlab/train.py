@@ -23,6 +23,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
+from gradlab import __version__
 from gradlab.config import Config, OptimConfig
 from gradlab.data import Dataset, epoch_batches, load_dataset
 from gradlab.diagnostics import GRADS_COLUMNS, Alert, Diagnostics
@@ -59,6 +60,7 @@ from gradlab.runlog import (
     RunWriter,
 )
 from gradlab.steplog import StepLog, metric_columns, step_columns
+from gradlab.weights import BEST_FILE, MODEL_FILE, save_weights
 
 
 @dataclass
@@ -232,7 +234,9 @@ def train(
                     r.scaler.unscale_(r.optimizer)  # type: ignore[arg-type]
                     if full_log or use_scaler:  # infinite only where an entry is not finite
                         param_norms, grad_norm = gradient_norms(list(grads.values()), wide)
-                    due = r.diagnostics is not None and r.diagnostics.due(step)
+                    due = r.diagnostics is not None and (
+                        r.diagnostics.due(step) or step == r.total_steps  # and the last step
+                    )
                     checks = r.diagnostics if due else None
                     if checks:
                         checks.record(step, grads, weights)  # before the edits
@@ -318,6 +322,11 @@ def train(
                 status, error = "failed", _describe_failure(exc, r.folder.path)
         if status == "completed" and stop.raised:
             status = "interrupted"  # the signal came after the last step
+        try:
+            r.save_weights(step, status)
+        except Exception as exc:  # noqa: BLE001 - a full disk: the run failed, say why
+            if status != "failed":
+                status, error = "failed", f"cannot write the weights: {exc}"
         summary = _summary(r, status, error, step, nonfinite_skips, stop.raised)
         try:
             r.folder.write_meta({"ended": now_iso()})
@@ -358,6 +367,7 @@ class _Run:
     on_progress: Callable[[Progress], None] | None
     stop: StopSignals
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # step, loss, acc
+    best: tuple[int, float, dict[str, torch.Tensor]] | None = None  # train.save: best
 
     @property
     def no_examples(self) -> torch.Tensor:
@@ -387,6 +397,9 @@ class _Run:
         self.model.train()
         spent = [self.epsilon(step, abortable)] if self.privatizer is not None else []
         self.evals.append((step, loss, accuracy))
+        if self.config.train.save == "best" and (self.best is None or accuracy > self.best[1]):
+            copies = {n: w.detach().to("cpu", copy=True) for n, w in self.weights.items()}
+            self.best = (step, accuracy, copies)  # the earliest of equal accuracies
         self.folder.evals.append([[step, epoch, loss, accuracy, *spent, self.steplog.elapsed()]])
 
     def epsilon(self, step: int, abortable: bool) -> float:
@@ -402,6 +415,26 @@ class _Run:
         except KeyboardInterrupt:
             self.privatizer.unaccounted.add(step)
             return math.nan
+
+    def save_weights(self, step: int, status: str) -> None:
+        """``model.safetensors`` (and ``model-best.safetensors`` with ``train.save: best``),
+        each written whole or not at all."""
+        if self.config.train.save == "none" or step == 0:
+            return
+        about = {
+            "gradlab": __version__,
+            "experiment_hash": self.folder.meta.get("experiment_hash"),
+            "model": self.config.model.model_dump(mode="json"),
+        }
+        save_weights(
+            self.weights, self.folder.path / MODEL_FILE, {**about, "step": step, "status": status}
+        )
+        if self.best is not None:
+            best_step, accuracy, weights = self.best
+            save_weights(
+                weights, self.folder.path / BEST_FILE,
+                {**about, "step": best_step, "test_accuracy": accuracy},
+            )  # fmt: skip
 
     def untrained_loss(self) -> float | None:
         """``diverge_factor``'s reference when the first batch drew no example: the untrained

@@ -32,6 +32,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path: Path, tiny_config)
         "evals.csv",
         "grads.csv",
         "meta.json",
+        "model.safetensors",
         "steps.csv",
         "summary.json",
     ]
