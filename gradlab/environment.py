@@ -136,6 +136,58 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+PACKAGES = (
+    "torch", "torchvision", "numpy", "scipy", "pandas", "pydantic", "opacus", "safetensors",
+    "ray",
+)  # fmt: skip
+"""The packages whose versions shape a run's results or its accounting (meta.json)."""
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`PACKAGES` (None: not installed), read from
+    the packages' metadata without importing them."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def gradlab_source() -> dict[str, object]:
+    """Where gradlab's own code comes from: its folder, and when that is a git checkout of
+    gradlab (not a checkout it merely sits in), its commit and dirty flag."""
+    package = os.path.dirname(os.path.abspath(gradlab.__file__))
+    record: dict[str, object] = {"path": package, "git": None}
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=package, capture_output=True,
+            text=True, timeout=5,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return record
+    if top.returncode == 0 and os.path.samefile(
+        os.path.join(top.stdout.strip(), "gradlab"), package
+    ):
+        record["git"] = git_commit(package)
+    return record
+
+
 def describe_environment(device: torch.device, amp_dtype: torch.dtype | None, scaler: bool) -> dict:
     """Versions, host, device and AMP mode, for meta.json."""
     return {
@@ -148,6 +200,11 @@ def describe_environment(device: torch.device, amp_dtype: torch.dtype | None, sc
         "device": str(device),
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cwd": os.getcwd(),
+        "packages": package_versions(),
+        "gradlab_source": gradlab_source(),
         "amp": {
             "dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
             "grad_scaler": scaler,

@@ -296,3 +296,29 @@ def test_an_os_error_in_setup_is_one_error_and_leaves_no_folder(
         train(tiny_config(), tmp_path / "runs")
     assert str(error.value) == "cannot set up the run: /data/MNIST: Permission denied"
     assert not (tmp_path / "runs").exists()
+
+
+def test_meta_records_what_a_methods_section_needs(tiny_config, tmp_path, monkeypatch):
+    """Package versions (from their metadata), CPU, working directory and gradlab's own
+    source, with its commit when it runs from a checkout of gradlab."""
+    import importlib.metadata
+    import os
+    import subprocess
+
+    import gradlab
+
+    monkeypatch.chdir(tmp_path)  # not a git checkout: gradlab's commit must not come from here
+    result = train(tiny_config(), tmp_path / "runs")
+    meta = json.loads((result.path / "meta.json").read_text())
+    assert meta["cwd"] == str(tmp_path)
+    assert meta["cpu_count"] == os.cpu_count() and meta["cpu"]
+    assert meta["packages"]["torch"] == importlib.metadata.version("torch")
+    assert meta["packages"]["numpy"] == importlib.metadata.version("numpy")
+    assert set(meta["packages"]) >= {"scipy", "pandas", "pydantic", "opacus", "safetensors"}
+    package = os.path.dirname(os.path.abspath(gradlab.__file__))
+    assert meta["gradlab_source"]["path"] == package
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout (the tests' case): its commit
+        assert meta["gradlab_source"]["git"]["commit"] == head.stdout.strip()
+    else:
+        assert meta["gradlab_source"]["git"] is None

@@ -151,3 +151,23 @@ def test_a_failed_weights_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert not list(result.path.glob("model*"))
     assert math.isfinite(result.summary["final_test_accuracy"])
     assert weights.MODEL_FILE == "model.safetensors"
+
+
+def test_a_sweep_folder_keeps_each_version_of_its_sweep_file(tmp_path):
+    from gradlab.sweeps.plan import load_sweep
+    from gradlab.sweeps.run import run_sweep
+
+    base = tiny(optim={"max_steps": 3})
+    base["train"]["device"] = "cpu"
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": base, "seeds": [0]}))
+    folder = run_sweep(load_sweep(path), tmp_path / "runs", jobs=1)
+    first = path.read_text()
+    path.write_text(first + "# a second version\n")
+    run_sweep(load_sweep(path), tmp_path / "runs", jobs=1)
+    copies = sorted((folder / "sweep-files").iterdir())
+    assert sorted(c.read_text() for c in copies) == sorted([first, path.read_text()])
+    record = json.loads((folder / "sweep.json").read_text())
+    assert (folder / record["source_copy"]).read_text() == path.read_text()
+    table = gradlab.comparison([folder])  # the copies are not runs, and no warning is needed
+    assert len(table) == 1
