@@ -71,14 +71,11 @@ def previous_record(sweep_dir: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- the sweep
 
 
-SOURCE_FOLDER = "sweep-files"
-"""A sweep folder's copy of each version of its sweep file: ``sweep-files/<file>-<sha12>``."""
-
-
 def keep_source(source: str, sweep_dir: Path) -> str | None:
-    """Copy the sweep file ``source`` into ``sweep_dir/sweep-files/`` under a name that holds
-    its content's sha256 (each version of the file once); its path there, or None when it
-    is not a readable file (a sweep built in Python) or the copy cannot be written."""
+    """Copy the sweep file ``source`` into ``sweep_dir`` as ``sweep-file-<sha256[:12]>.yaml``
+    (each version of the file once; a file, so every folder there is still a run); its name,
+    or None when it is not a readable file (a sweep built in Python) or the copy cannot be
+    written."""
     import hashlib
 
     path = Path(source)
@@ -86,12 +83,12 @@ def keep_source(source: str, sweep_dir: Path) -> str | None:
         data = path.read_bytes() if path.is_file() else None
         if data is None:
             return None
-        name = f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}{path.suffix}"
-        (sweep_dir / SOURCE_FOLDER).mkdir(parents=True, exist_ok=True)
-        copy = sweep_dir / SOURCE_FOLDER / name
+        name = f"sweep-file-{hashlib.sha256(data).hexdigest()[:12]}{path.suffix}"
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        copy = sweep_dir / name
         if not copy.exists():
             copy.write_bytes(data)
-        return f"{SOURCE_FOLDER}/{name}"
+        return name
     except OSError:
         return None
 

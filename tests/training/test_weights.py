@@ -165,7 +165,7 @@ def test_a_sweep_folder_keeps_each_version_of_its_sweep_file(tmp_path):
     first = path.read_text()
     path.write_text(first + "# a second version\n")
     run_sweep(load_sweep(path), tmp_path / "runs", jobs=1)
-    copies = sorted((folder / "sweep-files").iterdir())
+    copies = sorted(folder.glob("sweep-file-*.yaml"))
     assert sorted(c.read_text() for c in copies) == sorted([first, path.read_text()])
     record = json.loads((folder / "sweep.json").read_text())
     assert (folder / record["source_copy"]).read_text() == path.read_text()
