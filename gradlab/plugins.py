@@ -287,28 +287,10 @@ def _check_class(spec: str, name: str, cls: Any, module: types.ModuleType, origi
             "...), nor of gradlab.Probe (diagnostics.probes) or gradlab.ClipRule "
             "(privacy.clipping)"
         )
-    if not (isinstance(cls.Params, type) and issubclass(cls.Params, EditParams)):
-        raise ConfigError(f"plugin {where}: {name}.Params must subclass gradlab.EditParams")
-    if not cls.name:
-        cls.name = name.lower()
     if not cls.family:
         cls.family = "plugin"
-    if not cls.summary:  # the docstring's first line
-        cls.summary = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
-    if not isinstance(cls.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", cls.name):
-        raise ConfigError(
-            f"plugin {where}: {name}.name {cls.name!r} must be a word of letters, digits and "
-            "'_' (at most 40 characters)"
-        )
-    if cls.name in strategy_names():
-        raise ConfigError(
-            f"plugin {where}: {name}.name {cls.name!r} shadows the built-in edit of that "
-            "name; give it a name of its own"
-        )
-    stats = getattr(cls, "stats", ())
-    if not isinstance(stats, tuple) or not all(isinstance(s, str) and s for s in stats):
-        raise ConfigError(f"plugin {where}: {name}.stats must be a tuple of names")
-    if "changed" in stats:
+    _check_shared_rules(cls, name, where, EditParams, "edit", strategy_names())
+    if "changed" in cls.stats:
         raise ConfigError(
             f"plugin {where}: {name}.stats: 'changed' is always reported; leave it out"
         )
@@ -321,26 +303,36 @@ def _check_probe(
     """The rules of a user's probe (a :class:`gradlab.Probe`), as :func:`_check_class`'s."""
     from gradlab.probes import ProbeParams, probes
 
-    if not (isinstance(cls.Params, type) and issubclass(cls.Params, ProbeParams)):
-        raise ConfigError(f"plugin {where}: {name}.Params must subclass gradlab.ProbeParams")
+    _check_shared_rules(cls, name, where, ProbeParams, "probe", list(probes()))
+    return _plugin(spec, cls, module, origin)
+
+
+def _check_shared_rules(
+    cls: Any, name: str, where: Any, params: type, kind: str, builtins: list[str]
+) -> None:
+    """What a user's edit and probe class share: its ``Params`` subclasses ``params``; its
+    ``name`` (the class name lowercased when it sets none) is a word that no built-in
+    ``kind`` has; its ``summary`` (the docstring's first line when it sets none); its
+    ``stats``, a tuple of names."""
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, params)):
+        raise ConfigError(f"plugin {where}: {name}.Params must subclass gradlab.{params.__name__}")
     if not cls.name:
         cls.name = name.lower()
-    if not cls.summary:
+    if not cls.summary:  # the docstring's first line
         cls.summary = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
     if not isinstance(cls.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", cls.name):
         raise ConfigError(
             f"plugin {where}: {name}.name {cls.name!r} must be a word of letters, digits and "
             "'_' (at most 40 characters)"
         )
-    if cls.name in probes():
+    if cls.name in builtins:
         raise ConfigError(
-            f"plugin {where}: {name}.name {cls.name!r} shadows the built-in probe of that "
+            f"plugin {where}: {name}.name {cls.name!r} shadows the built-in {kind} of that "
             "name; give it a name of its own"
         )
     stats = getattr(cls, "stats", ())
     if not isinstance(stats, tuple) or not all(isinstance(s, str) and s for s in stats):
         raise ConfigError(f"plugin {where}: {name}.stats must be a tuple of names")
-    return _plugin(spec, cls, module, origin)
 
 
 def _plugin(spec: str, cls: Any, module: types.ModuleType, origin: str) -> Plugin:

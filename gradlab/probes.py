@@ -35,8 +35,9 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError
 
+from gradlab.editing.base import check_statistics
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.plugins import (
     entry_point_spec,
@@ -46,20 +47,12 @@ from gradlab.plugins import (
     plugin_error,
 )
 from gradlab.registry import Registry
-from gradlab.schema import FLOAT32_MAX, StrictModel, describe_validation_error, show
+from gradlab.schema import Float32Params, describe_validation_error, show
 
 
-class ProbeParams(StrictModel):
+class ProbeParams(Float32Params):
     """Parameters every probe accepts: when it measures (unknown keys are errors, numbers
     finite and within float32, as for edits)."""
-
-    @field_validator("*")
-    @classmethod
-    def _numbers_fit_float32(cls, value: Any, info: ValidationInfo) -> Any:
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if numeric and abs(value) >= FLOAT32_MAX:
-            raise ValueError("must be below 3.4e38, the largest float32")
-        return value
 
     type: str
     """The probe's name, or a user's probe ``path/to/file.py:Class``."""
@@ -188,12 +181,14 @@ def probes() -> dict[str, type[Probe]]:
     return _PROBES.all()
 
 
-def layer_groups(names: list[str], device: torch.device) -> tuple[list[str], torch.Tensor]:
+def layer_groups(names: list[str]) -> tuple[list[str], Any]:
     """The layers of the parameter ``names`` (``fc1`` of fc1.weight and fc1.bias) and the
-    ``(K, 1 + layers)`` 0/1 matrix that sums per-tensor values into all tensors (column 0)
-    and each layer."""
+    ``(K, 1 + layers)`` 0/1 matrix (float64, numpy: the host's) that sums per-tensor values
+    into all tensors (column 0) and each layer."""
+    import numpy as np
+
     layers = list(dict.fromkeys(n.rpartition(".")[0] for n in names))
-    groups = torch.zeros(len(names), 1 + len(layers), device=device)
+    groups = np.zeros((len(names), 1 + len(layers)))
     groups[:, 0] = 1
     for k, n in enumerate(names):
         groups[k, 1 + layers.index(n.rpartition(".")[0])] = 1
@@ -210,9 +205,7 @@ class _PerExample(Probe):
 
     def __init__(self, params: ProbeParams, names: list[str], device: torch.device) -> None:
         super().__init__(params, names, device)
-        layers, groups = layer_groups(self.names, torch.device("cpu"))
-        self.layers = layers
-        self.groups = groups.double().numpy()
+        self.layers, self.groups = layer_groups(self.names)
 
     def raw_width(self) -> int:
         return 2 * len(self.names)
@@ -508,24 +501,7 @@ class ProbeSet:
             if w.grad is not grads[n]:
                 raise ProbeError(f"{who} replaced the gradient of {n} at step {view.step}")
         declared = probe.stat_names()
-        if not isinstance(stats, dict) or set(stats) != set(declared):
-            got = sorted(stats) if isinstance(stats, dict) else type(stats).__name__
-            raise ProbeError(
-                f"{who} returned statistics {got} at step {view.step}; it must return a dict "
-                f"of exactly {declared}"
-            )
-        for name in declared:
-            value = stats[name]
-            if not isinstance(value, torch.Tensor) or value.dim() != 0:
-                raise ProbeError(
-                    f"{who} returned {name} as {type(value).__name__} at step {view.step}; "
-                    "each statistic is a 0-dim tensor"
-                )
-            if value.device != self._idle[i].device:
-                raise ProbeError(
-                    f"{who} returned {name} on {value.device} at step {view.step}; statistics "
-                    f"stay on the gradients' device ({self._idle[i].device})"
-                )
+        check_statistics(stats, declared, who, view.step, self._idle[i].device, ProbeError)
         return torch.stack([stats[s].to(self._idle[i].dtype) for s in declared])
 
 

@@ -65,6 +65,19 @@ class StrictModel(BaseModel):
         return value
 
 
+class Float32Params(StrictModel):
+    """Base of a plugin's parameters (an edit's, a probe's): as :class:`StrictModel`, and
+    every number fits float32 (they compute in float32): ``max_norm: 1e39`` is an error."""
+
+    @field_validator("*")
+    @classmethod
+    def _numbers_fit_float32(cls, value: Any, info: ValidationInfo) -> Any:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and abs(value) >= FLOAT32_MAX:
+            raise ValueError("must be below 3.4e38, the largest float32")
+        return value
+
+
 # --------------------------------------------------------------------------- the network
 
 

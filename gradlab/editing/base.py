@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gradlab.schema import FLOAT32_MAX, PARAMETER_NAMES, StrictModel, show
+from gradlab.schema import PARAMETER_NAMES, Float32Params, show
 
 Tensors = dict[str, torch.Tensor]
 
@@ -24,21 +24,13 @@ def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
-class EditParams(StrictModel):
+class EditParams(Float32Params):
     """Parameters every edit accepts: which tensors it targets and when it is active.
 
     Like the config's sections, unknown keys are errors, numbers are finite and never
     booleans, and floats fit float32 (the edits compute in float32): ``max_norm: .inf`` or
     ``sigma: true`` are errors.
     """
-
-    @field_validator("*")
-    @classmethod
-    def _numbers_fit_float32(cls, value: Any, info: ValidationInfo) -> Any:
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if numeric and abs(value) >= FLOAT32_MAX:
-            raise ValueError("must be below 3.4e38, the largest float32")
-        return value
 
     type: str
     """The strategy's registered name."""
@@ -181,6 +173,38 @@ class Edit:
     def stat_columns(self, position: int) -> list[str]:
         """Column names in steps.csv: ``edit<position>.<name>.<stat>``."""
         return [f"edit{position}.{self.name}.{stat}" for stat in (*self.stats, "changed")]
+
+
+def check_statistics(
+    stats: Any,
+    declared: list[str],
+    who: str,
+    step: int,
+    device: torch.device | None,
+    error: type[Exception],
+    order: str = "",
+) -> None:
+    """A user's edit or probe returned exactly its ``declared`` statistics, each a 0-dim
+    tensor on ``device`` (the gradients'; None: unchecked); else ``error`` with one line
+    naming ``who``, the step and the rule (``order``: how the names are made up)."""
+    if not isinstance(stats, dict) or set(stats) != set(declared):
+        got = sorted(stats) if isinstance(stats, dict) else type(stats).__name__
+        raise error(
+            f"{who} returned statistics {got} at step {step}; it must return a dict of "
+            f"exactly {declared}{order}"
+        )
+    for name in declared:
+        value = stats[name]
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise error(
+                f"{who} returned {name} as {type(value).__name__} at step {step}; each "
+                "statistic is a 0-dim tensor (torch.tensor(x) or g.norm())"
+            )
+        if device is not None and value.device != device:
+            raise error(
+                f"{who} returned {name} on {value.device} at step {step}; statistics stay on "
+                f"the gradients' device ({device}): no .item() or .cpu() in a step"
+            )
 
 
 def _own_fields(params: type[EditParams], common: bool = False) -> dict[str, Any]:

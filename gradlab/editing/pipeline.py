@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from gradlab.editing.base import Edit, EditContext, EditParams, Tensors
+from gradlab.editing.base import Edit, EditContext, EditParams, Tensors, check_statistics
 from gradlab.editing.registry import get_strategy, strategy_names
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.plugins import (
@@ -204,24 +204,7 @@ def _checked_edit(e: Edit, grads: Tensors, weights: Tensors, step: int) -> Tenso
             )
     if set(grads) != set(before):
         raise PluginError(f"{who} added or removed gradients at step {step}; edit them in place")
-    declared = (*e.stats, "changed")
-    if not isinstance(stats, dict) or set(stats) != set(declared):
-        got = sorted(stats) if isinstance(stats, dict) else type(stats).__name__
-        raise PluginError(
-            f"{who} returned statistics {got} at step {step}; it must return a dict of "
-            f"exactly {list(declared)} (its stats, then changed)"
-        )
     home = next(iter(before.values()))[3] if before else None
-    for name in declared:
-        value = stats[name]
-        if not isinstance(value, torch.Tensor) or value.dim() != 0:
-            raise PluginError(
-                f"{who} returned {name} as {type(value).__name__} at step {step}; each "
-                "statistic is a 0-dim tensor (torch.tensor(x) or g.norm())"
-            )
-        if home is not None and value.device != home:
-            raise PluginError(
-                f"{who} returned {name} on {value.device} at step {step}; statistics stay on "
-                f"the gradients' device ({home}): no .item() or .cpu() in a step"
-            )
+    declared = [*e.stats, "changed"]
+    check_statistics(stats, declared, who, step, home, PluginError, " (its stats, then changed)")
     return stats

@@ -48,13 +48,13 @@ class AutogradEngine(Engine):
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach(), logits.detach()
 
-    def measured_step(
-        self, x: torch.Tensor, y: torch.Tensor, x_norms: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`step`'s forward and backward, asking autograd for each layer's output
-        gradient ``dL/dz`` besides the parameters' (the same graph: the same values in
-        ``p.grad``); each example's squared gradient norm per tensor is then
-        ``||a_b||^2 ||B d_b||^2`` (weight) and ``||B d_b||^2`` (bias), unscaled."""
+    def _traced_loss(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The forward with each layer's input and pre-activation (:meth:`MLP.trace`, under
+        autocast when AMP is on), the mean loss in float32 at least, and the loss as the
+        backward takes it (times the loss scale under a GradScaler): (loss, scaled, logits,
+        inputs, z)."""
         with torch.autocast(
             self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         ):
@@ -62,6 +62,16 @@ class AutogradEngine(Engine):
         wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         loss = F.cross_entropy(wide, y)
         scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        return loss, scaled, logits, inputs, z
+
+    def measured_step(
+        self, x: torch.Tensor, y: torch.Tensor, x_norms: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`step`'s forward and backward, asking autograd for each layer's output
+        gradient ``dL/dz`` besides the parameters' (the same graph: the same values in
+        ``p.grad``); each example's squared gradient norm per tensor is then
+        ``||a_b||^2 ||B d_b||^2`` (weight) and ``||B d_b||^2`` (bias), unscaled."""
+        loss, scaled, logits, inputs, z = self._traced_loss(x, y)
         (*grads,) = torch.autograd.grad(scaled, [*self.params, *z])
         for p, g in zip(self.params, grads, strict=False):
             p.grad = g
@@ -93,14 +103,8 @@ class AutogradEngine(Engine):
         ``c = clip(squared_norms)`` for the ``(B, K)`` matrix of each example's squared
         gradient norm per tensor (computed from the unscaled gradients). Returns (mean loss,
         logits)."""
-        with torch.autocast(
-            self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-        ):
-            logits, inputs, z = self.model.trace(x)
-        wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-        loss = F.cross_entropy(wide, y)
         # the mean's gradient, d/B per example, keeps fp16 in range as in a plain step
-        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        loss, scaled, logits, inputs, z = self._traced_loss(x, y)
         grads_z = torch.autograd.grad(scaled, z)
         dtype = self.params[0].dtype
         # 1 / (loss scale) * B turns each row into the example's own, unscaled, gradient
