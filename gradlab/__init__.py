@@ -33,6 +33,7 @@ _PUBLIC = {
     "Config": "gradlab.config",
     "load_config": "gradlab.config",
     "train": "gradlab.train",
+    "resume": "gradlab.resume",
     "RunResult": "gradlab.train",
     "Progress": "gradlab.train",
     "gradcheck": "gradlab.gradcheck",
@@ -88,6 +89,7 @@ __all__ = [
     "Config",
     "load_config",
     "train",
+    "resume",
     "RunResult",
     "Progress",
     "gradcheck",
@@ -144,7 +146,7 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``gradlab.train`` and ``gradlab.gradcheck`` are functions of the public API and also
+    """``gradlab.train``, ``gradlab.resume`` and ``gradlab.gradcheck`` are functions of the public API and also
     the modules that define them; importing such a module would bind it here, over the
     function (``gradlab.train(config)`` would then fail), so that binding is left out. The
     modules stay importable by name (``from gradlab.train import train``)."""
@@ -168,6 +170,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gradlab.optimizers.registry import register as register_optimizer
     from gradlab.privacy import ClipRule
     from gradlab.report.build import build_report, write_report
+    from gradlab.resume import resume
     from gradlab.study.compare import compare_runs, comparison
     from gradlab.study.formats import format_comparison
     from gradlab.study.inspection import load_alerts, load_grads, plot_layers

@@ -297,6 +297,10 @@ class TrainConfig(StrictModel):
     """The trained weights in the run folder: `final` (model.safetensors, at the run's end),
     `best` (also model-best.safetensors, at its best test accuracy: model selection on the
     test set) or `none`."""
+    checkpoint_every: int = Field(0, ge=0, le=MAX_COUNT)
+    """Write `checkpoint.pt` (what `gradlab train --resume` goes on from) every N steps;
+    0 = about once a minute (the first step that ends 60 s after the last checkpoint). A
+    stop signal also writes one; a completed or diverged run keeps none."""
     flush_every: int = Field(100, ge=1, le=MAX_FLUSH_EVERY)
     """Write buffered step metrics to steps.csv every N steps (and at least once a second);
     at most 100,000."""

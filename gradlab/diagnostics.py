@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -105,6 +106,26 @@ class Diagnostics:
         self._active = dict.fromkeys(ALERT_KINDS, False)
         self._first_total: float | None = None
         self._last_alive: torch.Tensor | None = None  # per hidden unit: last step with a gradient
+
+    def state_dict(self) -> dict[str, Any]:
+        """The alert state (after a flush: no check is pending), for a checkpoint."""
+        assert not self.pending and self._open is None, "flush before taking the state"
+        return {
+            "counts": dict(self.counts),
+            "alerts": [list(vars(a).values()) for a in self.alerts],
+            "vanishing_run": self._vanishing_run,
+            "active": dict(self._active),
+            "first_total": self._first_total,
+            "last_alive": self._last_alive,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts = dict(state["counts"])
+        self.alerts = [Alert(*a) for a in state["alerts"]]
+        self._vanishing_run = state["vanishing_run"]
+        self._active = dict(state["active"])
+        self._first_total = state["first_total"]
+        self._last_alive = state["last_alive"]
 
     def due(self, step: int) -> bool:
         """Checks are dense early, then regular: steps 1, 2, 4, 8, ... below ``every``, then

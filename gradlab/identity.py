@@ -9,7 +9,7 @@ a CPU are different experiments). Left out, because they change nothing that is 
 - ``name`` and ``seed`` (a group is one experiment over several seeds),
 - ``data.root`` and ``data.download`` (where the files are, not what they are),
 - ``train.log``, ``train.flush_every``, ``train.eval_every``, ``train.eval_batch_size``,
-  ``train.save`` (what is written down and when, not the training),
+  ``train.save``, ``train.checkpoint_every`` (what is written down and when, not the training),
 - ``diagnostics.*`` (gradient health is measured, never acted on),
 - ``train.device``, ``train.amp``, ``train.engine`` as written (their resolved values
   count instead), and ``train.amp_init_scale`` when no GradScaler ran.
@@ -42,6 +42,7 @@ IGNORED = (
     "train.eval_every",
     "train.eval_batch_size",
     "train.save",
+    "train.checkpoint_every",
     "train.device",
     "train.amp",
     "train.engine",

@@ -459,6 +459,19 @@ class Privatizer:
         self.spent: dict[int, Spent] = {}  # steps -> epsilon: each accounted once
         self.unaccounted: set[int] = set()  # steps whose accounting a stop signal cut short
 
+    def state_dict(self) -> dict[str, Any]:
+        """The noise's generator and the accountant's history, for a checkpoint."""
+        return {
+            "generator": self.generator.get_state(),
+            "spent": {k: list(s) for k, s in self.spent.items()},
+            "unaccounted": sorted(self.unaccounted),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.spent.update({int(k): Spent(*v) for k, v in state["spent"].items()})
+        self.unaccounted = set(state["unaccounted"])
+
     @staticmethod
     def empty_stats(device: torch.device) -> list[torch.Tensor]:
         """The statistics of a step without examples (NaN: an empty cell)."""

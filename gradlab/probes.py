@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, ValidationError
 
+from gradlab.checkpoint import plain_state, restore_plain_state
 from gradlab.editing.base import check_statistics
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.plugins import (
@@ -136,11 +137,23 @@ class Probe:
     Params: ClassVar[type[ProbeParams]] = ProbeParams
     stats: ClassVar[tuple[str, ...]] = ()
     per_example: ClassVar[bool] = False
+    derived: ClassVar[tuple[str, ...]] = ()
+    """Attributes ``__init__`` builds the same way on every run: left out of checkpoints."""
 
     def __init__(self, params: ProbeParams, names: list[str], device: torch.device) -> None:
         self.params = params
         self.names = list(names)
         self.device = device
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the probe carries from step to step (a running average), for a checkpoint:
+        by default every attribute it set itself except :attr:`derived` (see
+        :meth:`gradlab.Edit.state_dict`)."""
+        return plain_state(self, {"params", "names", "device", *self.derived}, f"probe {self.name}")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` gave (a resumed run)."""
+        restore_plain_state(self, state)
 
     def stat_names(self) -> list[str]:
         """The statistics' names, in the order of their columns."""
@@ -202,6 +215,7 @@ class _PerExample(Probe):
     step log is written (:meth:`finish`), so a probe adds a few operations to a step."""
 
     per_example = True
+    derived = ("layers", "groups")
 
     def __init__(self, params: ProbeParams, names: list[str], device: torch.device) -> None:
         super().__init__(params, names, device)
@@ -422,6 +436,25 @@ class ProbeSet:
 
     def __len__(self) -> int:
         return len(self.probes)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each probe's own state and the steps its checks ran, for a checkpoint.
+
+        Raises:
+            ProbeError: a user's probe keeps state a checkpoint cannot save.
+        """
+        try:
+            probes = [p.state_dict() for p in self.probes]
+        except TypeError as exc:  # the user's probe's attributes
+            raise ProbeError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the user's code
+            raise ProbeError(plugin_error(exc)) from exc
+        return {"checked": list(self._checked_steps), "probes": probes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._checked_steps = list(state["checked"])
+        for probe, saved in zip(self.probes, state["probes"], strict=True):
+            probe.load_state_dict(saved)
 
     def measures(self, at: str) -> bool:
         return bool(self._at[at])

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ EVALS_FILE = "evals.csv"
 SUMMARY_FILE = "summary.json"
 GRADS_FILE = "grads.csv"
 ALERTS_FILE = "alerts.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+"""What a stopped run goes on from (gradlab.checkpoint), and the one before it:"""
+PREVIOUS_CHECKPOINT_FILE = "checkpoint-previous.pt"
+CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
 SWEEP_FILE = "sweep.json"
 """A sweep folder's record of its runs (beside the run folders it holds)."""
 # the per-parameter statistics of grads.csv, after its step and param columns (written by
@@ -160,15 +165,28 @@ def format_value(value: Any) -> str:
 
 
 class CsvLog:
-    """An append-only CSV file: header once, rows appended and flushed in batches."""
+    """An append-only CSV file: header once, rows appended and flushed in batches.
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
+    ``resume_at``: the file exists (a resumed run's) and goes on from that byte (what it
+    held at the checkpoint; :func:`check_log` has checked it), the rows after it dropped.
+    """
+
+    def __init__(self, path: Path, columns: list[str], resume_at: int | None = None) -> None:
         self.path = path
         self.columns = columns
+        if resume_at is not None:
+            os.truncate(path, resume_at)
+            self._file = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self._writer = csv.writer(self._file, lineterminator="\n")
+            return
         self._file = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - long-lived
         self._writer = csv.writer(self._file, lineterminator="\n")
         self._writer.writerow(columns)
         self._file.flush()
+
+    def size(self) -> int:
+        """Bytes written so far (everything appended is flushed)."""
+        return os.fstat(self._file.fileno()).st_size
 
     def append(self, rows: list[list[Any]]) -> None:
         self._writer.writerows([[format_value(v) for v in row] for row in rows])
@@ -194,16 +212,45 @@ class CsvLog:
                 pass
 
 
+def check_log(path: Path, columns: list[str], size: int) -> None:
+    """Before a resumed run touches its logs: ``path`` has the header ``columns`` and at
+    least ``size`` bytes, the last of them ending a row.
+
+    Raises:
+        RunFolderError: it does not (the run folder no longer matches its checkpoint).
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.readline().decode("utf-8", "replace").rstrip("\n")
+            length = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - 1))
+            last = f.read(1)
+    except OSError as exc:
+        raise RunFolderError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if header != ",".join(columns):
+        raise RunFolderError(f"{path}: its columns are not the ones this run writes")
+    if length < size or last != b"\n":
+        raise RunFolderError(
+            f"{path}: shorter than at the checkpoint ({length:,} bytes, {size:,} expected)"
+        )
+
+
 class RunWriter:
-    """Writes one run folder while a run trains."""
+    """Writes one run folder while a run trains (``resume_at``: a resumed run's, each log
+    going on from the byte its checkpoint recorded)."""
 
     def __init__(
-        self, path: Path, step_columns: list[str], eval_columns: list[str] = EVAL_COLUMNS
+        self,
+        path: Path,
+        step_columns: list[str],
+        eval_columns: list[str] = EVAL_COLUMNS,
+        resume_at: dict[str, int] | None = None,
     ) -> None:
         self.path = path
-        self.steps = CsvLog(path / STEPS_FILE, step_columns)
-        self.evals = CsvLog(path / EVALS_FILE, eval_columns)
-        self.logs = [self.steps, self.evals]
+        self.resume_at = resume_at
+        self.logs: list[CsvLog] = []
+        self.steps = self.add_log(STEPS_FILE, step_columns)
+        self.evals = self.add_log(EVALS_FILE, eval_columns)
         self.meta: dict[str, Any] = {}
 
     @classmethod
@@ -237,9 +284,14 @@ class RunWriter:
 
     def add_log(self, filename: str, columns: list[str]) -> CsvLog:
         """Another append-only CSV file in the run folder (closed with the run)."""
-        log = CsvLog(self.path / filename, columns)
+        at = self.resume_at.get(filename) if self.resume_at is not None else None
+        log = CsvLog(self.path / filename, columns, at)
         self.logs.append(log)
         return log
+
+    def sizes(self) -> dict[str, int]:
+        """Each log's file name and bytes written so far (a checkpoint's)."""
+        return {log.path.name: log.size() for log in self.logs}
 
     def close(self) -> None:
         for log in self.logs:
@@ -292,3 +344,55 @@ def read_config(run: str | Path) -> dict[str, Any]:
     if isinstance(optim, dict) and "name" not in optim:
         data["optim"] = {"name": "sgd", **optim}
     return data
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists are kept as JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value, sort_keys=True)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _process_alive(pid: int) -> bool:
+    if not 0 < pid < 2**31:  # not a PID this system can have
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def run_status(summary: dict[str, Any], meta: dict[str, Any], path: Path | None = None) -> str:
+    """The summary's status, except for a ``running`` run that is dead: ``crashed`` (killed
+    before it could write its summary). A running run touches its summary.json every
+    :data:`~gradlab.runlog.HEARTBEAT_SECONDS`; untouched for
+    :data:`~gradlab.runlog.STALE_SECONDS` it is dead, whatever host reads it. On the host
+    that ran it, a process that is gone is dead at once."""
+    status = str(summary.get("status", "unknown"))
+    if status != "running":
+        return status
+    pid = summary.get("pid")
+    if (
+        isinstance(pid, int)
+        and meta.get("host") == socket.gethostname()
+        and not _process_alive(pid)
+    ):
+        return "crashed"
+    if path is not None:
+        try:
+            age = time.time() - (path / SUMMARY_FILE).stat().st_mtime
+        except OSError:
+            return status
+        if age > STALE_SECONDS:
+            return "crashed"
+    return status

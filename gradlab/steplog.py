@@ -115,6 +115,31 @@ class StepLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
+    _RUNNING = (
+        "steps", "skipped", "diverged_step", "diverged_reason", "first_loss",
+        "changed_steps", "grad_norm_sum", "grad_norm_count", "grad_norm_max",
+    )  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running figures (after a flush: nothing is buffered), for a checkpoint."""
+        assert not self.host_rows, "flush before taking the step log's state"
+        return {
+            **{name: getattr(self, name) for name in self._RUNNING},
+            "growth_window": list(self.growth_window),
+            "recent_losses": list(self.recent_losses),
+            "last": dict(self.last),
+            "elapsed": self.elapsed(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` gave; the clock goes on from its elapsed time."""
+        for name in self._RUNNING:
+            setattr(self, name, state[name])
+        self.growth_window.extend(state["growth_window"])
+        self.recent_losses.extend(state["recent_losses"])
+        self.last = dict(state["last"])
+        self.t0 = time.perf_counter() - float(state["elapsed"])
+
     def record(
         self,
         step: int,

@@ -13,17 +13,23 @@ before the run folder exists), the loop, and the summary (:func:`_summary`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import os
+import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gradlab import __version__
+from gradlab.checkpoint import CHECKPOINT_SECONDS, FORMAT, remove_checkpoints, write_checkpoint
 from gradlab.config import Config, OptimConfig
 from gradlab.data import Dataset, epoch_batches, load_dataset
 from gradlab.diagnostics import GRADS_COLUMNS, Alert, Diagnostics
@@ -53,13 +59,18 @@ from gradlab.runlog import (
     ALERTS_COLUMNS,
     ALERTS_FILE,
     EVAL_COLUMNS,
+    EVALS_FILE,
     GRADS_FILE,
     PRIVATE_EVAL_COLUMNS,
+    STEPS_FILE,
     SUMMARY_FILE,
     Heartbeat,
     RunWriter,
 )
 from gradlab.steplog import StepLog, metric_columns, step_columns
+
+if TYPE_CHECKING:
+    from gradlab.resume import Resume
 from gradlab.weights import BEST_FILE, MODEL_FILE, save_weights
 
 
@@ -143,6 +154,7 @@ def train(
     command: list[str] | None = None,
     data: Dataset | None = None,
     run_folder: Path | None = None,
+    resume: Resume | None = None,
 ) -> RunResult:
     """Train ``config`` and write its run folder under ``runs_dir``.
 
@@ -159,9 +171,15 @@ def train(
         data: an already loaded dataset on the right device (skips loading).
         run_folder: an empty folder already claimed for this run (a sweep's); default: a new
             one under ``runs_dir``.
+        resume: go on with an interrupted run in its own folder from its checkpoint
+            (:func:`gradlab.resume.prepare_resume` reads and checks it; :func:`gradlab.resume`
+            does both): the result is the run that was never interrupted.
+
+    Every ``train.checkpoint_every`` steps (default: about once a minute) and when a signal
+    stops the run, ``checkpoint.pt`` keeps what the run needs to go on (:mod:`gradlab.checkpoint`).
 
     SIGINT, SIGTERM and SIGHUP end the run like Ctrl-C: the step finishes, the logs are
-    flushed, the model is evaluated and the summary says ``interrupted`` with the signal's
+    flushed, a checkpoint is written, the model is evaluated and the summary says ``interrupted`` with the signal's
     name in ``signal``; a second signal during the loop stops it at once (still with a
     summary). Privacy accounting gives way at once to a signal that arrives while it runs in
     setup (the planned epsilon, solving ``target_epsilon``: no run starts) or after the loop
@@ -182,8 +200,9 @@ def train(
         stop = stack.enter_context(StopSignals())
         try:
             r = _build(
-                config, runs_dir, on_progress, on_alert, command, data, run_folder, stack, stop
-            )
+                config, runs_dir, on_progress, on_alert, command, data, run_folder, stack, stop,
+                resume,
+            )  # fmt: skip
         except OSError as exc:  # an unreadable data folder, say: before any run folder exists
             where = f"{exc.filename}: " if exc.filename else ""
             raise GradlabError(f"cannot set up the run: {where}{exc.strerror or exc}") from None
@@ -191,18 +210,25 @@ def train(
         full_log, use_scaler = config.train.log == "full", r.use_scaler
         skip_nonfinite = config.train.on_nonfinite == "skip"
         wide = r.privatizer is not None  # DP noise can pass float32's sum of squares
-        status, error = "completed", None
-        step = epoch = consecutive_skips = nonfinite_skips = 0
+        status, error, mid_step = "completed", None, False
+        # where the run starts: step 0, or a checkpoint's step inside its epoch
+        step, epoch, done_in_epoch = r.start
+        consecutive_skips, nonfinite_skips = r.skips
+        in_epoch = done_in_epoch
 
         # ---- the loop; every way out of it still ends in a truthful summary
         stop.arm()  # in the loop a second signal stops the run at once
         try:
             while step < r.total_steps and status == "completed":
                 epoch += 1
-                for idx in epoch_batches(
+                r.epoch_start = r.data_order.get_state()  # a checkpoint redraws the epoch
+                batches = epoch_batches(
                     config.data.sampling, len(r.data.train_x), opt.batch_size, r.data_order,
                     r.device,
-                ):  # fmt: skip
+                )  # fmt: skip
+                in_epoch, done_in_epoch = done_in_epoch, 0  # a resumed run skips what it did
+                for idx in itertools.islice(batches, in_epoch, None):
+                    in_epoch += 1
                     step += 1
                     lr = r.optimizer.lr = learning_rate(opt, step, r.total_steps)
                     xb = r.data.train_x.index_select(0, idx)
@@ -301,8 +327,10 @@ def train(
                         status = "interrupted"
                     if step >= r.total_steps or status != "completed":
                         break
-        except KeyboardInterrupt:
-            status = "interrupted"
+                    if r.checkpoint_due(step):
+                        r.checkpoint(step, epoch, in_epoch, consecutive_skips, nonfinite_skips)
+        except KeyboardInterrupt:  # a second signal, mid-step: the last checkpoint stands
+            status, mid_step = "interrupted", True
         except Exception as exc:  # a bug or an environment failure: record it with the run
             status, error = "failed", _describe_failure(exc, r.folder.path)
 
@@ -315,6 +343,11 @@ def train(
                 status, error = "failed", _describe_failure(exc, r.folder.path)
         if status == "completed" and r.steplog.diverged_step is not None:
             status = "diverged"
+        if status == "interrupted" and not mid_step and step > 0:  # stopped between steps
+            try:  # before the last evaluation, which an uninterrupted run does not make
+                r.checkpoint(step, epoch, in_epoch, consecutive_skips, nonfinite_skips)
+            except Exception as exc:  # noqa: BLE001 - a full disk: the run failed, say why
+                status, error = "failed", _describe_failure(exc, r.folder.path)
         if status in ("completed", "interrupted") and step > 0 and r.last_eval != step:
             try:
                 r.evaluate_now(step, epoch, abortable=True)
@@ -328,6 +361,8 @@ def train(
             if status != "failed":
                 status, error = "failed", f"cannot write the weights: {exc}"
         summary = _summary(r, status, error, step, nonfinite_skips, stop.raised)
+        if status in ("completed", "diverged"):  # ended for good: nothing to go on from
+            remove_checkpoints(r.folder.path)
         try:
             r.folder.write_meta({"ended": now_iso()})
             r.folder.write_summary(summary)
@@ -368,6 +403,87 @@ class _Run:
     stop: StopSignals
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # step, loss, acc
     best: tuple[int, float, dict[str, torch.Tensor]] | None = None  # train.save: best
+    start: tuple[int, int, int] = (0, 0, 0)  # step, epoch before it, steps done in its epoch
+    skips: tuple[int, int] = (0, 0)  # consecutive and all non-finite steps skipped so far
+    resumed: list[int] = field(default_factory=list)  # every resume's step (meta.json's)
+    epoch_start: torch.Tensor | None = None  # the data order's state at this epoch's start
+    last_checkpoint: float = field(default_factory=time.perf_counter)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """``train.checkpoint_every`` steps, or (0) about a minute, since the last one."""
+        every = self.config.train.checkpoint_every
+        if every:
+            return step % every == 0
+        return time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
+
+    def checkpoint(
+        self, step: int, epoch: int, in_epoch: int, consecutive_skips: int, nonfinite_skips: int
+    ) -> None:
+        """``checkpoint.pt`` after ``step`` (:mod:`gradlab.checkpoint`): the logs written up
+        to it first, so that their lengths belong to it."""
+        self.steplog.flush()
+        if self.diagnostics is not None:
+            self.diagnostics.flush()
+        np_state = cast(tuple[Any, ...], np.random.get_state())
+        state = {
+            "format": FORMAT,
+            "experiment_hash": self.folder.meta.get("experiment_hash"),
+            "step": step,
+            "epoch": epoch,
+            "in_epoch": in_epoch,
+            "epoch_start": self.epoch_start,
+            "skips": [consecutive_skips, nonfinite_skips],
+            "weights": {n: w.detach().to("cpu", copy=True) for n, w in self.weights.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "edits": self.pipeline.state_dict(),
+            "probes": self.probes.state_dict(),
+            "privacy": self.privatizer.state_dict() if self.privatizer is not None else None,
+            "steplog": self.steplog.state_dict(),
+            "diagnostics": self.diagnostics.state_dict() if self.diagnostics else None,
+            "evals": [list(e) for e in self.evals],
+            "best": list(self.best) if self.best is not None else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                "python": random.getstate(),
+            },
+            "logs": self.folder.sizes(),
+        }
+        write_checkpoint(self.folder.path, state)
+        self.last_checkpoint = time.perf_counter()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a checkpoint's state back (a resumed run, before its loop starts)."""
+        with torch.no_grad():
+            for name, w in self.weights.items():
+                w.copy_(state["weights"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.pipeline.load_state_dict(state["edits"])
+        self.probes.load_state_dict(state["probes"])
+        if self.privatizer is not None:
+            self.privatizer.load_state_dict(state["privacy"])
+        self.steplog.load_state_dict(state["steplog"])
+        if self.diagnostics is not None:
+            self.diagnostics.load_state_dict(state["diagnostics"])
+        self.evals = [(int(s), float(loss), float(acc)) for s, loss, acc in state["evals"]]
+        if state["best"] is not None:
+            best_step, accuracy, weights = state["best"]
+            self.best = (int(best_step), float(accuracy), weights)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(rng["python"])
+        self.data_order.set_state(state["epoch_start"])  # the epoch is drawn again
+        self.start = (int(state["step"]), int(state["epoch"]) - 1, int(state["in_epoch"]))
+        self.skips = (int(state["skips"][0]), int(state["skips"][1]))
+        self.resumed = [int(r["step"]) for r in self.folder.meta.get("resumed", [])]
 
     @property
     def no_examples(self) -> torch.Tensor:
@@ -470,10 +586,13 @@ def _build(
     run_folder: Path | None,
     stack: contextlib.ExitStack,
     stop: StopSignals,
+    resume: Resume | None = None,
 ) -> _Run:
     """Everything the loop needs: first what can fail on bad input (device, AMP, engine,
     data, DP-SGD's noise and its accounting, which a signal cuts short), then the run
-    folder, its logs and its heartbeat, which ``stack`` closes however the run ends."""
+    folder, its logs and its heartbeat, which ``stack`` closes however the run ends.
+    ``resume``: the folder is the interrupted run's, checked against this setup before any
+    of its files changes, and the run's state is its checkpoint's."""
     started = now_iso()
     device = resolve_device(config.train.device)
     amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
@@ -546,11 +665,20 @@ def _build(
     columns = step_columns(
         metrics, stat_columns + probes.columns, batch_sizes=sampling == "poisson"
     )
+    eval_columns = PRIVATE_EVAL_COLUMNS if privatizer else EVAL_COLUMNS
+    pipeline.state_dict(), probes.state_dict()  # a user's state a checkpoint cannot save
     try:
-        folder = RunWriter.create(
-            runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,
-            eval_columns=PRIVATE_EVAL_COLUMNS if privatizer else EVAL_COLUMNS,
-        )  # fmt: skip
+        if resume is not None:  # checked against the run before any of its files changes
+            resume.check(meta, data.info, {STEPS_FILE: columns, EVALS_FILE: eval_columns})
+            folder = RunWriter(resume.folder, columns, eval_columns, resume.state["logs"])
+            folder.meta = resume.meta
+            folder.write_meta({"resumed": [*resume.meta.get("resumed", []), resume.record(meta)]})
+            folder.write_summary({"status": "running", "pid": os.getpid()})
+        else:
+            folder = RunWriter.create(
+                runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,
+                eval_columns=eval_columns,
+            )  # fmt: skip
     except OSError as exc:  # a full disk, a quota, a read-only folder
         raise RunFolderError(
             f"cannot write the run folder {runs_dir}: {exc.strerror or exc}"
@@ -595,6 +723,8 @@ def _build(
         steplog, on_progress, stop,
     )  # fmt: skip
     steplog.on_flush = run.flushed
+    if resume is not None:
+        run.restore(resume.state)
     return run
 
 
@@ -625,6 +755,8 @@ def _summary(
         summary["diverged_reason"] = r.steplog.diverged_reason or "nonfinite"
     if status == "interrupted":
         summary["signal"] = signal or "SIGINT"
+    if r.resumed:
+        summary["resumed"] = {"count": len(r.resumed), "from_steps": r.resumed}
     if error:
         summary["error"] = error
     return summary

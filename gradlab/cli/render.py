@@ -395,6 +395,12 @@ class SweepProgress:
             self._progress.update(self._task, total=max(0, total - 1))
         elif kind == "start":
             self.counts["running"] += 1
+            if getattr(run, "resume", False):
+                self._progress.console.print(
+                    f"resuming {user_text(run.name)} seed {run.seed} from its checkpoint "
+                    f"({user_text(run.folder or '')})",
+                    highlight=False,
+                )
         else:
             self.counts["running"] = max(0, self.counts["running"] - 1)
             self.counts["done" if run.status in ("done", "interrupted") else "failed"] += 1

@@ -18,7 +18,15 @@ EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 
 
 def train(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Experiment config (YAML); with --resume, optional (it must then be the "
+            "run's own).",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
     set_: SetOption = None,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where run folders are created.")
@@ -38,8 +46,18 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar; print only the run folder.")
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Go on with an interrupted, crashed or failed run from its last checkpoint, "
+            "in its folder; the result is the run never interrupted.",
+            show_default=False,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Train one experiment and write its run folder under [bold]runs/[/].
+    """Train one experiment and write its run folder under [bold]runs/[/], or go on with
+    one ([bold]--resume RUN[/]).
 
     Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged; interrupted: 130 (Ctrl-C),
     143 (SIGTERM), 129 (SIGHUP).
@@ -47,18 +65,34 @@ def train(
     from gradlab.config import load_config
 
     with user_errors():
-        cfg = load_config(config, overrides(set_, name=name, seed=seed, **{"train.device": device}))
+        changes = overrides(set_, name=name, seed=seed, **{"train.device": device})
+        if resume is None and config is None:
+            raise GradlabError("missing CONFIG: give an experiment config, or --resume RUN")
+        if resume is not None and changes:
+            raise GradlabError(
+                "--resume keeps the run's own config: no --set, --name, --seed or --device"
+            )
+        cfg = load_config(config, changes) if config is not None else None
         from gradlab.cli import render
         from gradlab.train import train as run_training
 
+        prepared = None
+        if resume is not None:
+            from gradlab.resume import prepare_resume
+
+            cfg, prepared = prepare_resume(resume, cfg)
+            if prepared.warning:
+                render.print_warning(prepared.warning)
+        assert cfg is not None
         if quiet:
-            result = run_training(cfg, runs_dir, on_alert=render.print_alert)
+            result = run_training(cfg, runs_dir, on_alert=render.print_alert, resume=prepared)
             typer.echo(str(result.path))
         else:
             with render.TrainingProgress(cfg.name[:24]) as progress:
                 result = run_training(
-                    cfg, runs_dir, on_progress=progress, on_alert=render.print_alert
-                )
+                    cfg, runs_dir, on_progress=progress, on_alert=render.print_alert,
+                    resume=prepared,
+                )  # fmt: skip
             render.print_run_summary(result.path, result.summary)
     status = result.summary["status"]
     if status == "failed":

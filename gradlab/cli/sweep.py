@@ -94,6 +94,14 @@ def sweep(
     rerun: Annotated[
         bool, typer.Option("--rerun", help="Train again runs that are already completed.")
     ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Train interrupted, failed and crashed runs again from step 0 (default: "
+            "they go on from their checkpoints).",
+        ),
+    ] = False,
     max_runs: Annotated[
         int,
         typer.Option("--max-runs", min=1, help="Refuse sweeps that expand to more runs than this."),
@@ -103,7 +111,8 @@ def sweep(
     """Run a grid of experiments in parallel and print the grouped comparison.
 
     The sweep folder is [bold]<runs-dir>/<sweep name>/[/]: its run folders and sweep.json.
-    Running a sweep again skips runs already completed (same experiment and seed). Exit
+    Running a sweep again skips runs already completed (same experiment and seed) and
+    resumes interrupted, failed and crashed ones from their checkpoints. Exit
     codes: 0 all done, 1 some run failed, 2 bad input (or the sweep is already running);
     interrupted: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP).
     """
@@ -142,6 +151,7 @@ def sweep(
                 rerun,
                 on_event=progress,
                 shared_dir=shared_dir,
+                restart=restart,
             )
     if spec.write_error:
         render.print_warning(spec.write_error)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from gradlab.checkpoint import plain_state, restore_plain_state
 from gradlab.schema import PARAMETER_NAMES, Float32Params, show
 
 Tensors = dict[str, torch.Tensor]
@@ -117,6 +118,9 @@ class Edit:
     Params: ClassVar[type[EditParams]] = EditParams
     stats: ClassVar[tuple[str, ...]] = ()
     freezes: ClassVar[bool] = False  # the optimizer leaves the targets out while active
+    derived: ClassVar[tuple[str, ...]] = ()
+    """Attributes that :meth:`setup` rebuilds the same way on every run of the config (a
+    fixed mask drawn from the edit's generator): left out of checkpoints."""
 
     def __init__(self, params: EditParams, names: list[str], generator: torch.Generator) -> None:
         # L2 norms of the targeted gradients, set by the pipeline for the step when it already
@@ -148,6 +152,18 @@ class Edit:
         """
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the edit carries from step to step, for a checkpoint: by default every
+        attribute it set itself (a running average, a counter, an error-feedback buffer)
+        except :attr:`derived`; tensors, numbers, strings and lists or dicts of them. Its
+        random generator is saved apart. Override it (with :meth:`load_state_dict`) for
+        state of another kind."""
+        return plain_state(self, _BASE_ATTRIBUTES | set(self.derived), f"edit {self.name}")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` gave (a resumed run, after :meth:`setup`)."""
+        restore_plain_state(self, state)
+
     def label(self) -> str:
         """Short form for tables: ``mask(0.5 @fc2.bias)``, ``clip_norm(1.0, per_param=True)``.
 
@@ -173,6 +189,9 @@ class Edit:
     def stat_columns(self, position: int) -> list[str]:
         """Column names in steps.csv: ``edit<position>.<name>.<stat>``."""
         return [f"edit{position}.{self.name}.{stat}" for stat in (*self.stats, "changed")]
+
+
+_BASE_ATTRIBUTES = {"known_norms", "context", "params", "generator", "targets"}
 
 
 def check_statistics(

@@ -32,6 +32,7 @@ class Mask(Edit):
     Params = MaskParams
     params: MaskParams
     stats = ("kept_frac",)
+    derived = ("masks",)  # drawn in setup from the edit's own generator
 
     def setup(self, weights: Tensors) -> None:
         self.masks = (

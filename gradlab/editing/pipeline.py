@@ -110,6 +110,34 @@ class EditPipeline:
         for e in self.edits:
             e.setup({n: weights[n] for n in e.targets})
 
+    def state_dict(self) -> list[dict[str, Any]]:
+        """Each edit's random generator and own state (:meth:`Edit.state_dict`), for a
+        checkpoint.
+
+        Raises:
+            PluginError: a user's edit keeps state a checkpoint cannot save, or its
+                ``state_dict`` raised.
+        """
+        states = []
+        for e in self.edits:
+            try:
+                own = e.state_dict()
+            except TypeError as exc:  # an attribute a checkpoint cannot save: the message says
+                raise PluginError(f"{exc} ({e.params.type})") from None
+            except Exception as exc:  # noqa: BLE001 - the user's code, or its attributes
+                raise PluginError(f"edit {e.name} ({e.params.type}): {plugin_error(exc)}") from exc
+            states.append({"generator": e.generator.get_state(), "state": own})
+        return states
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        """Put back what :meth:`state_dict` gave (after :meth:`setup`)."""
+        for e, saved in zip(self.edits, states, strict=True):
+            e.generator.set_state(saved["generator"])
+            try:
+                e.load_state_dict(saved["state"])
+            except Exception as exc:  # noqa: BLE001 - the user's code
+                raise PluginError(f"edit {e.name} ({e.params.type}): {plugin_error(exc)}") from exc
+
     def label(self) -> str:
         """The pipeline in short form, ``clip_norm(1.0) > noise(0.01)``; ``none`` when empty."""
         return " > ".join(e.label() for e in self.edits) or "none"

@@ -56,6 +56,25 @@ class Optimizer:
     def lr(self, value: float) -> None:
         self.param_groups[0]["lr"] = value
 
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """A copy of :attr:`state` (step counts and buffers), for a checkpoint."""
+        return {
+            name: {
+                k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()
+            }
+            for name, s in self.state.items()
+        }
+
+    def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
+        """Put back what :meth:`state_dict` gave, buffers on their parameters' device."""
+        self.state = {
+            name: {
+                k: v.to(self.named[name].device) if isinstance(v, torch.Tensor) else v
+                for k, v in s.items()
+            }
+            for name, s in state.items()
+        }
+
     def zero_grad(self) -> None:
         for p in self.param_groups[0]["params"]:
             p.grad = None

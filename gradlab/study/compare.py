@@ -22,7 +22,14 @@ from typing import Any
 import pandas as pd
 
 from gradlab.errors import CompareError
-from gradlab.study.reading import IDENTITY, METRICS, STATUS, is_observation, load_runs
+from gradlab.study.reading import (
+    IDENTITY,
+    METRICS,
+    RESUMED,
+    STATUS,
+    is_observation,
+    load_runs,
+)
 
 DEFAULT_SORT = "final_test_accuracy"
 # shown by default: every summary metric but the speed, which follows the machine's load
@@ -33,7 +40,9 @@ _ONLY_WHEN_SET = {"epsilon"}
 # config keys that the identity columns already show, or that differ by design within a group
 _SHOWN_ELSEWHERE = {"name", "seed", "edit", "data.name", "privacy"}  # privacy.* tell more
 _CONFIG_SECTIONS = {"data", "model", "optim", "train", "diagnostics", "privacy"}
-_BOOKKEEPING = {STATUS, "path", "paths", "members", "group", "started", "duplicate_of", "n"}
+_BOOKKEEPING = {
+    STATUS, RESUMED, "path", "paths", "members", "group", "started", "duplicate_of", "n",
+}  # fmt: skip
 _SUFFIXES = (".std", ".ci_low", ".ci_high")
 _STATUS_ORDER = [
     "completed",
@@ -98,7 +107,7 @@ def group_runs(df: pd.DataFrame, level: float = DEFAULT_CI) -> pd.DataFrame:
     rest = [
         c
         for c in df.columns
-        if c not in metrics and c not in ("path", "started", "duplicate_of", "seed", "run")
+        if c not in metrics and c not in ("path", "started", "duplicate_of", "seed", "run", RESUMED)
     ]
     first = members[rest].head(1).set_index(df.loc[members.head(1).index, "group"])
     differ = members[rest].nunique(dropna=False) > 1
@@ -124,6 +133,8 @@ def group_runs(df: pd.DataFrame, level: float = DEFAULT_CI) -> pd.DataFrame:
             row[f"{metric}.std"] = std.at[key, metric] if has_obs else math.nan
             row[f"{metric}.ci_low"], row[f"{metric}.ci_high"] = m - h, m + h
         row[STATUS] = _status_counts(group)
+        if RESUMED in group:
+            row[RESUMED] = int(group[RESUMED].fillna(0).sum())
         row["paths"] = list(shown["path"])
         row["members"] = list(group["path"])
         rows.append(row)
@@ -262,6 +273,8 @@ def comparison(
         if sort_by not in shown:
             shown += with_companions([sort_by])
         shown.append(STATUS)
+        if RESUMED in table and table[RESUMED].fillna(0).gt(0).any():
+            shown.append(RESUMED)  # how many times runs went on from a checkpoint
 
     order = default_ascending(sort_by) if ascending is None else ascending
     table = table.sort_values(sort_by, ascending=order, na_position="last", kind="stable")
@@ -327,7 +340,7 @@ def _choosable(table: pd.DataFrame) -> list[str]:
     return [
         c
         for c in table.columns
-        if (c not in _BOOKKEEPING or c in ("n", STATUS)) and not c.endswith(_SUFFIXES)
+        if (c not in _BOOKKEEPING or c in ("n", STATUS, RESUMED)) and not c.endswith(_SUFFIXES)
     ]
 
 

@@ -9,9 +9,7 @@ import errno
 import json
 import math
 import os
-import socket
 import stat
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,13 +21,14 @@ from gradlab.identity import experiment_key, resolved_from_meta
 from gradlab.runlog import (
     CONFIG_FILE,
     EVALS_FILE,
-    STALE_SECONDS,
     STEPS_FILE,
     SUMMARY_FILE,
     SWEEP_FILE,
+    flatten,
     read_config,
     read_meta,
     read_summary,
+    run_status,
 )
 
 IDENTITY = ["run", "name", "edits", "dataset", "seed"]
@@ -46,6 +45,8 @@ METRICS = [
     "steps_per_second",
 ]
 STATUS = "status"
+RESUMED = "resumed"
+"""How many times a run went on from a checkpoint (``gradlab train --resume``, a sweep)."""
 _INF = math.inf
 RANGES = {
     "steps": (0, _INF),
@@ -241,58 +242,6 @@ def _missing_sweep_runs(path: Path, present: set[str]) -> list[str]:
 # --------------------------------------------------------------------------- one run
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists are kept as JSON text."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            flat[name] = json.dumps(value, sort_keys=True)
-        else:
-            flat[name] = value
-    return flat
-
-
-def _process_alive(pid: int) -> bool:
-    if not 0 < pid < 2**31:  # not a PID this system can have
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def run_status(summary: dict[str, Any], meta: dict[str, Any], path: Path | None = None) -> str:
-    """The summary's status, except for a ``running`` run that is dead: ``crashed`` (killed
-    before it could write its summary). A running run touches its summary.json every
-    :data:`~gradlab.runlog.HEARTBEAT_SECONDS`; untouched for
-    :data:`~gradlab.runlog.STALE_SECONDS` it is dead, whatever host reads it. On the host
-    that ran it, a process that is gone is dead at once."""
-    status = str(summary.get("status", "unknown"))
-    if status != "running":
-        return status
-    pid = summary.get("pid")
-    if (
-        isinstance(pid, int)
-        and meta.get("host") == socket.gethostname()
-        and not _process_alive(pid)
-    ):
-        return "crashed"
-    if path is not None:
-        try:
-            age = time.time() - (path / SUMMARY_FILE).stat().st_mtime
-        except OSError:
-            return status
-        if age > STALE_SECONDS:
-            return "crashed"
-    return status
-
-
 def _log_or_empty(load, path: Path) -> pd.DataFrame:
     """A run's log, or an empty table when it is missing or unreadable."""
     try:
@@ -377,6 +326,9 @@ def _read_run(path: Path, invalid: list[str]) -> dict[str, Any]:
             invalid.append(f"{metric} {json.dumps(summary.get(metric), default=str)[:40]}")
         row[metric] = math.nan if value is None else value
     row[STATUS] = status
+    resumed = summary.get("resumed")
+    count = resumed.get("count") if isinstance(resumed, dict) else 0
+    row[RESUMED] = count if isinstance(count, int) and not isinstance(count, bool) else 0
     row["path"] = str(path)
     resolved = resolved_from_meta(meta)
     row["group"] = experiment_key(config, resolved)

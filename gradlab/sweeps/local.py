@@ -145,7 +145,15 @@ def run_local(
                 worker = idle.pop() if idle else _Worker(context, threads)
                 folder = claim_folder(sweep_dir, run)
                 worker.conn.send(
-                    (run.config, str(sweep_dir), threads, str(folder), command, run_sources(run))
+                    (
+                        run.config,
+                        str(sweep_dir),
+                        threads,
+                        str(folder),
+                        command,
+                        run_sources(run),
+                        run.resume,
+                    )  # fmt: skip
                 )
                 busy[worker] = run
                 on_start(run)

@@ -32,6 +32,7 @@ from typing import Any
 
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
+from gradlab.runlog import CHECKPOINT_FILES
 from gradlab.sweeps.ray_address import ENV_ADDRESS, check_address, check_endpoint, parse_address
 from gradlab.sweeps.spec import PlannedRun
 from gradlab.sweeps.worker import (
@@ -136,10 +137,13 @@ def train_task(
     shared: bool | None,
     command: list[str] | None = None,
     plugins: dict[str, dict[str, str]] | None = None,
+    resume: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """A Ray task: one run, trained in the sweep folder when it is shared with the driver,
     else in a temporary folder whose files come back in the result (``files``: relative
-    path -> bytes). ``where`` says which. ``command``: the driver's command line, recorded
+    path -> bytes). ``where`` says which. ``resume``: the files of an interrupted run's
+    folder (its checkpoint among them), which goes on from its checkpoint: in the sweep
+    folder when shared, else from these files, written into the temporary folder. ``command``: the driver's command line, recorded
     in meta.json (the task's own is Ray's worker). ``plugins``: the source of its plugin
     edits, which travels with the task (the node need not have the files).
 
@@ -163,15 +167,15 @@ def train_task(
         try:
             if not in_place:
                 folder.mkdir()
-            result = _train(config, root, folder, command, stops, plugins)
+                if resume:
+                    write_files(folder, resume)
+            result = _train(config, root, folder, command, stops, plugins, resume is not None)
             if in_place:
                 return {**result, "files": None, "where": "shared"}
-            files = {
-                path.relative_to(folder).as_posix(): path.read_bytes()
-                for path in sorted(folder.rglob("*"))
-                if path.is_file()
-            }
-            return {**result, "folder": folder_name, "files": files, "where": str(root)}
+            trained = root / result["folder"] if result.get("folder") else folder
+            files = folder_files(trained)
+            name = result.get("folder") or folder_name
+            return {**result, "folder": name, "files": files, "where": str(root)}
         finally:
             if not in_place:
                 shutil.rmtree(root, ignore_errors=True)
@@ -184,6 +188,7 @@ def _train(
     command: list[str] | None,
     stops: list[int],
     plugins: dict[str, dict[str, str]] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """:func:`run_one` in a task that the sweep may stop (``stops``: a stop came already).
     While the run trains, training's own handler takes the interrupt (the step finishes,
@@ -194,7 +199,7 @@ def _train(
         with _sigint(signal.default_int_handler):
             if stops:
                 raise KeyboardInterrupt
-            return run_one(config, str(root), 1, str(folder), command, plugins)
+            return run_one(config, str(root), 1, str(folder), command, plugins, resume)
     except KeyboardInterrupt:
         if not any(folder.iterdir()):
             return {"status": "interrupted", "error": NOT_STARTED, "started": False}
@@ -213,6 +218,16 @@ def _sigint(handler: Any) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """A run folder's files (relative path -> bytes), for a task that resumes it on a node
+    that does not see the sweep folder."""
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def write_files(folder: Path, files: dict[str, bytes]) -> None:
@@ -273,7 +288,7 @@ def run_ray(
                 folder = claim_folder(sweep_dir, run)
                 ref = task.remote(
                     run.config, str(sweep_dir), folder.name, str(probe), shared, command,
-                    run_sources(run),
+                    run_sources(run), folder_files(folder) if run.resume else None,
                 )  # fmt: skip
                 tasks[ref] = (run, folder)
                 on_start(run)
@@ -373,7 +388,13 @@ def _finish(
             result = died(run, sweep_dir, "the sweep was interrupted", stopping=True)
     elif files is not None:
         try:
+            if result.get("folder") and result["folder"] != folder.name:  # trained anew
+                folder = sweep_dir / result["folder"]
+                folder.mkdir(exist_ok=True)
             write_files(folder, files)
+            for name in CHECKPOINT_FILES:  # a run that ended for good keeps none
+                if name not in files:
+                    (folder / name).unlink(missing_ok=True)
         except OSError as exc:
             why = f"the run's files could not be written to {folder}: {exc.strerror or exc}"
             result = died(run, sweep_dir, why)

@@ -17,7 +17,15 @@ from typing import Any
 
 from gradlab.errors import GradlabError
 from gradlab.identity import run_experiment_key
-from gradlab.runlog import SWEEP_FILE, read_config, read_meta, read_summary, write_json
+from gradlab.runlog import (
+    CHECKPOINT_FILES,
+    SWEEP_FILE,
+    read_config,
+    read_meta,
+    read_summary,
+    run_status,
+    write_json,
+)
 from gradlab.sweeps.local import run_local
 from gradlab.sweeps.spec import PlannedRun, Sweep
 from gradlab.sweeps.worker import NOT_STARTED, Event
@@ -35,19 +43,39 @@ def completed_runs(sweep_dir: Path) -> dict[tuple[str, int], Path]:
     The key is computed from each folder's config.yaml and meta.json (not the hash its
     meta.json recorded), so runs written under an older definition still count.
     """
+    return _runs_by_experiment(sweep_dir)[0]
+
+
+def resumable_runs(sweep_dir: Path) -> dict[tuple[str, int], Path]:
+    """(experiment key, seed) -> folder of the newest run of it that stopped before its end
+    (interrupted, failed or crashed) and has a checkpoint to go on from."""
+    return _runs_by_experiment(sweep_dir)[1]
+
+
+def _runs_by_experiment(
+    sweep_dir: Path,
+) -> tuple[dict[tuple[str, int], Path], dict[tuple[str, int], Path]]:
+
     done: dict[tuple[str, int], Path] = {}
+    stopped: dict[tuple[str, int], Path] = {}
     if not sweep_dir.is_dir():
-        return done
+        return done, stopped
     for folder in sorted(sweep_dir.iterdir()):  # names end in their start time: newest last
         if not folder.is_dir():
             continue
         try:
-            if read_summary(folder).get("status") == "completed":
+            summary = read_summary(folder)
+            status = summary.get("status")
+            if status == "completed" or any((folder / n).is_file() for n in CHECKPOINT_FILES):
                 config, meta = read_config(folder), read_meta(folder)
-                done[(run_experiment_key(config, meta), int(config.get("seed", 0)))] = folder
+                key = (run_experiment_key(config, meta), int(config.get("seed", 0)))
+                if status == "completed":
+                    done[key] = folder
+                elif run_status(summary, meta, folder) in ("interrupted", "failed", "crashed"):
+                    stopped[key] = folder
         except (GradlabError, KeyError, TypeError, ValueError):
             continue
-    return done
+    return done, stopped
 
 
 def previous_record(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -102,9 +130,12 @@ def run_sweep(
     rerun: bool = False,
     on_event: Callable[[str, PlannedRun], None] | None = None,
     shared_dir: bool | None = None,
+    restart: bool = False,
 ) -> Path:
     """Run a sweep into ``<runs_dir>/<sweep name>/``, skipping completed runs unless
-    ``rerun``; keeps ``sweep.json`` there up to date. Returns the sweep folder; each run's
+    ``rerun``, and resuming interrupted, failed and crashed ones from their checkpoints
+    unless ``restart`` (or ``rerun``), which trains them again from step 0; keeps
+    ``sweep.json`` there up to date. Returns the sweep folder; each run's
     ``status``, ``folder`` and ``error`` in ``sweep.runs`` say how it ended.
 
     ``executor``: ``local`` (``jobs`` worker processes, default one per core) or ``ray``
@@ -112,8 +143,9 @@ def run_sweep(
     whether the tasks see the sweep folder, True = require it, False = always copy the
     finished run folders back (see :mod:`gradlab.sweeps.ray_executor`).
 
-    ``on_event(kind, run)`` hears ``skip`` (already completed), ``start`` and ``done`` (the
-    run's ``status`` then says how it ended).
+    ``on_event(kind, run)`` hears ``skip`` (already completed), ``start`` (``run.resume``
+    says whether it goes on from a checkpoint) and ``done`` (the run's ``status`` then says
+    how it ended).
 
     Ctrl-C (SIGINT), SIGTERM and SIGHUP stop the sweep cleanly, in the main thread: nothing
     new starts, the running runs finish their step and end ``interrupted`` with everything
@@ -148,7 +180,10 @@ def run_sweep(
                 ) from None
             lock = lock_sweep_folder(sweep_dir)
             try:
-                _execute(sweep, sweep_dir, executor, jobs, address, rerun, on_event, shared_dir)
+                _execute(
+                    sweep, sweep_dir, executor, jobs, address, rerun, on_event, shared_dir,
+                    restart,
+                )  # fmt: skip
             finally:
                 lock.close()
         except KeyboardInterrupt:
@@ -228,14 +263,21 @@ def _execute(
     rerun: bool,
     on_event: Callable[[str, PlannedRun], None] | None,
     shared_dir: bool | None = None,
+    restart: bool = False,
 ) -> Path:
     jobs = jobs or os.cpu_count() or 1
-    done = {} if rerun else completed_runs(sweep_dir)
+    done, stopped = _runs_by_experiment(sweep_dir)
+    if rerun:
+        done = {}
+    if rerun or restart:
+        stopped = {}
     todo = []
     for run in sweep.runs:
         if (run.hash, run.seed) in done:
             run.status, run.folder = "skipped", done[(run.hash, run.seed)].name
         else:
+            if (run.hash, run.seed) in stopped:  # goes on from its checkpoint, in its folder
+                run.resume, run.folder = True, stopped[(run.hash, run.seed)].name
             todo.append(run)
     history = previous_record(sweep_dir)
     record = {

@@ -30,6 +30,7 @@ class PlannedRun:
     folder: str | None = None  # the run folder's name, inside the sweep folder
     error: str | None = None
     entry: int = 0
+    resume: bool = False  # goes on in ``folder``, an interrupted run's, from its checkpoint
 
 
 @dataclass

@@ -41,10 +41,13 @@ def run_one(
     folder: str | None = None,
     command: list[str] | None = None,
     plugins: dict[str, dict[str, str]] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train one run of a sweep (in a worker process or a Ray task) into ``folder``, an
     empty run folder the sweep claimed for it (so that it knows the folder even if this
-    process dies). ``command``: the sweep's command line, recorded in meta.json (default:
+    process dies); ``resume``: ``folder`` is an interrupted run's, which goes on from its
+    checkpoint (a run that cannot, its checkpoint damaged say, trains again in a new
+    folder). ``command``: the sweep's command line, recorded in meta.json (default:
     this process's ``sys.argv``, which in a Ray worker is Ray's, not the sweep's).
     ``plugins``: the source of the run's plugin edits
     (:func:`gradlab.plugins.plugin_sources`), run instead of their files.
@@ -65,7 +68,15 @@ def run_one(
     except GradlabError as exc:
         return unstartable(run_folder, str(exc))
     try:
-        result = train(cfg, sweep_dir, command=command, run_folder=run_folder)
+        prepared = None
+        if resume and run_folder is not None:
+            from gradlab.resume import prepare_resume
+
+            try:
+                cfg, prepared = prepare_resume(run_folder, cfg)
+            except GradlabError:  # nothing to go on from: the run again, from its start
+                run_folder = create_run_folder(sweep_dir, cfg.name)
+        result = train(cfg, sweep_dir, command=command, run_folder=run_folder, resume=prepared)
         return {
             "status": result.summary["status"],
             "folder": result.path.name,
@@ -161,7 +172,10 @@ def spent_privacy(cfg: Config, folder: Path, steps: int) -> dict[str, Any]:
 
 def claim_folder(sweep_dir: Path, run: PlannedRun) -> Path:
     """Create ``run``'s (empty) run folder in the sweep folder before it starts, so that the
-    sweep knows where it is even if the run's process dies."""
+    sweep knows where it is even if the run's process dies (a run that resumes has its
+    folder already)."""
+    if run.resume and run.folder:
+        return sweep_dir / run.folder
     folder = create_run_folder(sweep_dir, run.name)
     run.folder = folder.name
     return folder

@@ -157,7 +157,7 @@ def test_missing_file(tmp_path: Path):
     [
         (["compare", ".", "--bogus"], "No such option: --bogus"),
         (["compare", ".", "--width", "wide"], "Invalid value for '--width'"),
-        (["train"], "Missing argument 'config' (see gradlab train --help)"),
+        (["train"], "missing CONFIG: give an experiment config, or --resume RUN"),
         (["trian"], "No such command 'trian'"),
         (["train", "."], "is a directory (see gradlab train --help)"),
     ],
