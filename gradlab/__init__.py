@@ -38,6 +38,8 @@ _PUBLIC = {
     "Progress": "gradlab.train",
     "gradcheck": "gradlab.gradcheck",
     "load_model": "gradlab.weights",
+    "evaluate_run": "gradlab.evaluation",
+    "Evaluation": "gradlab.evaluation",
     # your own edits and optimizers
     "Edit": "gradlab.editing",  # the packages: their built-ins are registered with them
     "EditParams": "gradlab.editing",
@@ -94,6 +96,8 @@ __all__ = [
     "Progress",
     "gradcheck",
     "load_model",
+    "evaluate_run",
+    "Evaluation",
     "Edit",
     "EditParams",
     "EditContext",
@@ -165,6 +169,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gradlab.editing.registry import register as register_edit
     from gradlab.editing.registry import strategies as edit_strategies
     from gradlab.errors import CompareError, ConfigError, DataError, GradlabError, RunFolderError
+    from gradlab.evaluation import Evaluation, evaluate_run
     from gradlab.gradcheck import gradcheck
     from gradlab.optimizers.base import Optimizer
     from gradlab.optimizers.registry import register as register_optimizer

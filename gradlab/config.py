@@ -118,6 +118,18 @@ class ModelConfig(StrictModel):
     `kaiming_normal`. Biases start at zero except with `default`."""
     init_std: Float32 = Field(0.01, gt=0)
     """Standard deviation of the weights for `init: normal`."""
+    init_from: str | None = Field(None, min_length=1, max_length=4096)
+    """A run folder whose final weights (its `model.safetensors`) the network starts from,
+    in place of `init`: a warm start (its network must be this one). The source run's
+    experiment and seed become part of this run's experiment. A relative path is relative
+    to the config file (to the working directory in `--set`)."""
+
+    @field_validator("init_from")
+    @classmethod
+    def _check_init_from(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:
+            raise ValueError("a folder path cannot contain a NUL character")
+        return value
 
     @field_validator("hidden", mode="before")
     @classmethod

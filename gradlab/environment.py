@@ -83,8 +83,9 @@ def setup_record(
 
 def resolved_setup(config: Config) -> dict[str, Any]:
     """What ``train.device``, ``train.amp`` and ``train.engine`` resolve to on this machine
-    (part of the experiment's identity), and the sha256 of each plugin edit's source
-    (``plugins``, by spec; only when the config has one). Settings that cannot run here (a missing device)
+    (part of the experiment's identity), the sha256 of each plugin edit's source
+    (``plugins``, by spec; only when the config has one) and a warm start's source run
+    (``init_from``: its experiment key and seed). Settings that cannot run here (a missing device)
     are returned as written: such a run fails at its start anyway."""
     try:
         device = resolve_device(config.train.device)
@@ -101,7 +102,13 @@ def resolved_setup(config: Config) -> dict[str, Any]:
     from gradlab.plugins import plugin_hashes, plugin_specs
 
     hashes = plugin_hashes(plugin_specs(config))
-    return {**resolved, "plugins": hashes} if hashes else resolved
+    if hashes:
+        resolved["plugins"] = hashes
+    if config.model.init_from is not None:  # the source run's experiment and seed
+        from gradlab.weights import init_source
+
+        resolved["init_from"] = init_source(config.model.init_from)
+    return resolved
 
 
 def now_iso() -> str:

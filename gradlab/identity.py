@@ -21,7 +21,9 @@ likewise ``privacy: null`` and ``data.sampling: shuffle`` (configs before DP-SGD
 hidden layer is one network however it is written: ``model.hidden: [100]`` is ``100``.
 A user's own edit (``type: path/to/file.py:Class``) is its class name and the sha256 of its
 source (``plugins`` of the resolved setup, ``meta.json``), not its path: editing the file
-makes a new experiment, moving it does not.
+makes a new experiment, moving it does not. A warm start (``model.init_from: RUN``) is the
+source run's experiment key and seed (``init_from`` of the resolved setup and of
+``meta.json``), not the folder's path.
 
 Plain data in, plain data out: never imports torch.
 """
@@ -66,6 +68,12 @@ def resolved_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
         "grad_scaler": bool(amp.get("grad_scaler", False)),
         "engine": str(meta.get("engine", "autograd")),
     }
+    source = meta.get("init_from")
+    if isinstance(source, dict):
+        resolved["init_from"] = {
+            "experiment": source.get("experiment_hash"),
+            "seed": source.get("seed"),
+        }
     plugins = meta.get("plugins")
     if isinstance(plugins, dict):
         resolved["plugins"] = {  # a probe measures: it is not part of the experiment
@@ -100,6 +108,11 @@ def experiment_identity(config: dict[str, Any], resolved: dict[str, Any]) -> dic
         and len(model["hidden"]) == 1
     ):
         model["hidden"] = model["hidden"][0]  # one hidden layer: [100] is 100 (older configs)
+    if isinstance(model, dict):  # a warm start is its source's experiment and seed
+        if model.get("init_from") is not None:
+            model["init_from"] = resolved.get("init_from") or model["init_from"]
+        else:
+            model.pop("init_from", None)  # configs written before warm starts
     if not resolved.get("grad_scaler") and isinstance(data.get("train"), dict):
         data["train"].pop("amp_init_scale", None)
     plugins = resolved.get("plugins")

@@ -121,9 +121,10 @@ def is_file_spec(kind: str) -> bool:
 
 
 def anchor_plugin_paths(raw: dict[str, Any], directory: str | Path) -> None:
-    """In place: make each relative file spec of the config ``raw``'s ``edit`` list absolute,
-    relative to ``directory`` (the config file's folder), so the resolved config (and every
-    run folder's ``config.yaml``) names the file wherever it is read from."""
+    """In place: make each relative file spec of the config ``raw``'s ``edit`` list (and its
+    privacy rule, its probes and ``model.init_from``'s run folder) absolute, relative to
+    ``directory`` (the config file's folder), so the resolved config (and every run folder's
+    ``config.yaml``) names the file wherever it is read from."""
     edits = raw.get("edit")
     entries: list[tuple[Any, Any]] = (
         [(e, "type") for e in edits if isinstance(e, dict)] if isinstance(edits, list) else []
@@ -145,6 +146,11 @@ def anchor_plugin_paths(raw: dict[str, Any], directory: str | Path) -> None:
             path = Path(os.path.expanduser(target))
             if not path.is_absolute():
                 entry[key] = f"{os.path.abspath(Path(directory) / path)}:{name}"
+    model = raw.get("model")  # a warm start's run folder, likewise
+    source = model.get("init_from") if isinstance(model, dict) else None
+    if isinstance(model, dict) and isinstance(source, str) and source and "\0" not in source:
+        path = Path(os.path.expanduser(source))
+        model["init_from"] = os.path.abspath(Path(directory) / path)  # absolute stays
 
 
 _LOADED: dict[str, Plugin] = {}  # by spec: the latest loaded

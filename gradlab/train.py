@@ -71,7 +71,7 @@ from gradlab.steplog import StepLog, metric_columns, step_columns
 
 if TYPE_CHECKING:
     from gradlab.resume import Resume
-from gradlab.weights import BEST_FILE, MODEL_FILE, save_weights
+from gradlab.weights import BEST_FILE, MODEL_FILE, initial_weights, save_weights
 
 
 @dataclass
@@ -603,6 +603,9 @@ def _build(
 
     # ---- model, engine, optimizer, scaler, edits, DP-SGD
     model = MLP(config.model).to(device)
+    warm_start = None  # model.init_from: another run's final weights, checked
+    if config.model.init_from is not None:
+        warm_start = initial_weights(config.model.init_from, model)
     weights: dict[str, torch.Tensor] = dict(model.named_parameters())
     names = list(weights)
     opt = config.optim
@@ -637,15 +640,19 @@ def _build(
     meta = describe_environment(device, amp_dtype, use_scaler)
     plugins = plugins_of(plugin_specs(config))  # the user's own edits and rule
     hashes = {spec: plugin.sha256 for spec, plugin in plugins.items()}
+    setup = {**setup_record(device, amp_dtype, use_scaler, engine_name), "plugins": hashes}
+    if warm_start is not None:
+        setup["init_from"] = {
+            "experiment": warm_start["experiment_hash"],
+            "seed": warm_start["seed"],
+        }
     meta.update(
         engine=engine_name,
         dataset=data.info,
         command=command if command is not None else sys.argv,
         started=started,
         seed=config.seed,
-        experiment_hash=config.experiment_hash(
-            {**setup_record(device, amp_dtype, use_scaler, engine_name), "plugins": hashes}
-        ),
+        experiment_hash=config.experiment_hash(setup),
         edits=pipeline.label(),
         steps_per_epoch=steps_per_epoch,
         eval_every=eval_every,
@@ -654,6 +661,8 @@ def _build(
     )
     if plugins:
         meta["plugins"] = {spec: plugin.record() for spec, plugin in plugins.items()}
+    if warm_start is not None:
+        meta["init_from"] = warm_start
     if privatizer is not None:
         meta["privacy"] = {
             "noise_multiplier": privatizer.noise_multiplier,

@@ -125,3 +125,88 @@ def load_model(run: str | Path, which: str = "final") -> MLP:
 def _shapes(shapes: dict[str, Any]) -> str:
     text = ", ".join(f"{n} {tuple(s)}" for n, s in shapes.items())
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+# --------------------------------------------------------------------------- warm starts
+
+
+def init_source(folder: str | Path) -> dict[str, Any]:
+    """What ``model.init_from: FOLDER`` adds to a run's experiment: the source run's
+    experiment key (recomputed from its folder, as ``compare`` groups runs) and seed.
+
+    Raises:
+        ConfigError: the folder is not a run folder.
+    """
+    from gradlab.errors import ConfigError
+    from gradlab.identity import run_experiment_key
+    from gradlab.runlog import read_config, read_meta
+
+    where = f"model.init_from {folder}"
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"{where}: no such run folder")
+    try:
+        config, meta = read_config(path), read_meta(path)
+        return {"experiment": run_experiment_key(config, meta), "seed": int(config.get("seed", 0))}
+    except (RunFolderError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: not a run folder ({exc})") from None
+
+
+def initial_weights(folder: str | Path, model: MLP) -> dict[str, Any]:
+    """Copy the final weights of the run in ``folder`` into ``model`` (``model.init_from``);
+    returns what ``meta.json`` records of them (``init_from``).
+
+    Raises:
+        ConfigError: not a run folder, no weights, a damaged file, or a network that is not
+            ``model``'s (their architectures named).
+    """
+    import hashlib
+
+    from gradlab.errors import ConfigError
+    from gradlab.runlog import read_config
+
+    where = f"model.init_from {folder}"
+    source = init_source(folder)
+    path = Path(folder) / MODEL_FILE
+    theirs = read_config(folder).get("model") or {}
+    ours = model.cfg.model_dump(mode="json")
+    if _architecture(theirs) != _architecture(ours):
+        raise ConfigError(
+            f"{where}: its network is {_architecture(theirs)}, this config's is "
+            f"{_architecture(ours)}; a warm start needs the same model.hidden, activation "
+            "and output_activation"
+        )
+    if not path.is_file():
+        raise ConfigError(
+            f"{where}: no {MODEL_FILE} (a run with train.save: none, or one that failed "
+            "before its first step)"
+        )
+    try:
+        tensors, metadata = load_weights(path)
+    except RunFolderError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    expected = {name: p.shape for name, p in model.named_parameters()}
+    got = {name: t.shape for name, t in tensors.items()}
+    if got != expected:
+        raise ConfigError(
+            f"{where}: its weights ({_shapes(got)}) do not fit this network ({_shapes(expected)})"
+        )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(tensors[name])
+    return {
+        "run": str(folder),
+        "experiment_hash": source["experiment"],
+        "seed": source["seed"],
+        "step": metadata.get("step"),
+        "status": metadata.get("status"),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def _architecture(model: dict[str, Any]) -> str:
+    """A ``model`` section's network in words: ``784-100-10 relu`` (``[100]`` is ``100``)."""
+    hidden = model.get("hidden", 100)
+    widths = hidden if isinstance(hidden, list) else [hidden]
+    logits = ", relu logits" if model.get("output_activation") == "relu" else ""
+    return f"784-{'-'.join(map(str, widths))}-10 {model.get('activation', 'relu')}{logits}"

@@ -1,8 +1,8 @@
 """The ``gradlab`` command: thin Typer commands that parse, validate, call the library and
 render.
 
-The commands live by group: :mod:`~gradlab.cli.run` (train, validate, gradcheck,
-strategies), :mod:`~gradlab.cli.study` (compare, report, inspect) and
+The commands live by group: :mod:`~gradlab.cli.run` (train, evaluate, validate,
+gradcheck, strategies), :mod:`~gradlab.cli.study` (compare, report, inspect) and
 :mod:`~gradlab.cli.sweep`; :mod:`~gradlab.cli.common` holds what they share (options, the
 translation of library errors into option names), :mod:`~gradlab.cli.render` is the only
 module that draws with rich. Heavy libraries (torch, pandas) are imported inside the
@@ -96,6 +96,7 @@ def _main(
 
 for _command in (
     run.train,
+    run.evaluate,
     run.validate,
     study.compare,
     study.report,

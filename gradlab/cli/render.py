@@ -221,6 +221,31 @@ def print_check_edit(report: dict[str, Any]) -> None:
     console.print("all checks passed" if report["passed"] else "[bold red]some checks failed[/]")
 
 
+def print_evaluation(result: dict[str, Any], written: list[Any]) -> None:
+    """A run's evaluation: loss and accuracy, then one row per class (its count, accuracy
+    and its row of the confusion matrix), then the files written."""
+    dataset = result["dataset"]
+    console.print(
+        f"{user_text(result['run'])} ({result['which']}) on {user_text(dataset['name'])} "
+        f"({result['examples']:,} test examples, {user_text(dataset.get('prepared', ''))}): "
+        f"test loss {result['test_loss']:.4f}, accuracy {result['test_accuracy']:.4f}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title="per class; predicted as (confusion matrix)", title_justify="left")
+    for header in ("class", "n", "acc"):
+        table.add_column(header, justify="right")
+    for j in range(len(result["confusion"])):
+        table.add_column(str(j), justify="right")
+    for row, counts in zip(result["per_class"], result["confusion"], strict=True):
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        cells = [f"[bold]{c}[/]" if j == row["label"] else str(c) for j, c in enumerate(counts)]
+        table.add_row(str(row["label"]), f"{row['count']:,}", accuracy, *cells)
+    console.print(table)
+    for path in written:
+        console.print(f"wrote {user_text(path)}", highlight=False, soft_wrap=True)
+
+
 def print_gradcheck(report: dict[str, Any]) -> None:
     """One table per engine: entries checked, kinks, relative error, largest difference,
     the worst entry's error beyond its floor and the verdict per parameter; below them the

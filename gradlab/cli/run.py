@@ -1,4 +1,5 @@
-"""The commands about one experiment: ``train``, ``validate``, ``gradcheck``, ``strategies``."""
+"""The commands about one experiment: ``train``, ``evaluate``, ``validate``, ``gradcheck``,
+``strategies``, ``check-edit``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gradlab.cli.common import ConfigArg, SetOption, overrides, user_errors
+from gradlab.cli.common import ConfigArg, SetOption, check_writable, overrides, user_errors
 from gradlab.errors import GradlabError
 
 EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
@@ -104,6 +105,83 @@ def train(
 
         raise typer.Exit(signal_exit_code(result.summary.get("signal")))
     raise typer.Exit(EXIT_CODES[status])
+
+
+class Which(str, Enum):
+    final = "final"
+    best = "best"
+
+
+class EvalFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class Dataset(str, Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+    mnist_sample = "mnist-sample"
+
+
+def evaluate(
+    run: Annotated[
+        Path,
+        typer.Argument(help="A run folder with its weights.", show_default=False, file_okay=False),
+    ],
+    data: Annotated[
+        Dataset | None,
+        typer.Option(
+            help="Evaluate on this dataset's test set (default: the run's own).", show_default=False
+        ),
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option(
+            help="Where that dataset's IDX files are (default: the run's data.root).",
+            show_default=False,
+        ),
+    ] = None,
+    which: Annotated[
+        Which, typer.Option(help="final (model.safetensors) or best (model-best.safetensors).")
+    ] = Which.final,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the confusion matrix here (.png, .pdf or .svg).",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        EvalFormat, typer.Option("--format", "-f", help="table, json or csv on stdout.")
+    ] = EvalFormat.table,
+) -> None:
+    """Evaluate a trained run on its own test set or another dataset's: test loss and
+    accuracy, accuracy per class and the confusion matrix. Written to the run's
+    [bold]evaluations/[/] (JSON, CSV, PNG); what training recorded is never changed."""
+    from gradlab.evaluation import evaluate_run, write_evaluation
+
+    with user_errors({"path": "--plot", "data": "--data", "root": "--root", "which": "--which"}):
+        if plot is not None:
+            from gradlab.study.figures import check_plot_path
+
+            check_plot_path(plot)
+            check_writable(plot, "--plot")
+        result = evaluate_run(run, data.value if data else None, root, which.value, device)
+        try:
+            written = write_evaluation(result, plot)
+        except OSError as exc:
+            raise GradlabError(f"cannot write the evaluation: {exc.strerror or exc}") from None
+        from gradlab.cli import render
+
+        if fmt is EvalFormat.json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+        elif fmt is EvalFormat.csv:
+            typer.echo(result.csv_text(), nl=False)
+        else:
+            render.print_evaluation(result.to_dict(), written)
 
 
 def validate(config: ConfigArg, set_: SetOption = None) -> None:
