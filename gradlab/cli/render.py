@@ -87,6 +87,10 @@ def print_run_summary(path: Any, summary: dict[str, Any]) -> None:
     table.add_column()
     table.add_row("status", f"[{colour}]{status}[/]")
     table.add_row("steps", f"{summary['steps']} ({summary['epochs']} epochs)")
+    resumed = summary.get("resumed")
+    if isinstance(resumed, dict) and resumed.get("from_steps"):
+        steps = ", ".join(str(s) for s in resumed["from_steps"])
+        table.add_row("resumed", f"{resumed.get('count')}x, from step {steps}")
     table.add_row("final train loss", _fmt(summary.get("final_train_loss"), ".4f"))
     table.add_row(
         "test accuracy",
