@@ -142,6 +142,12 @@ def prepare_resume(folder: str | Path, config: Config | None = None) -> tuple[Co
                 f"the config differs from the run's in {differences}; a resumed run keeps its "
                 f"own config ({folder / CONFIG_FILE}): leave the config out"
             )
+    root = Path(own.data.root)
+    trained_in = meta.get("cwd")
+    if not root.is_absolute() and not root.exists() and isinstance(trained_in, str):
+        if (Path(trained_in) / root).exists():  # data.root relative to where it trained
+            data = own.data.model_copy(update={"root": str(Path(trained_in) / root)})
+            own = own.model_copy(update={"data": data})
     state, warning = read_checkpoint(folder)
     if state.get("experiment_hash") != meta.get("experiment_hash"):
         raise RunFolderError(f"{folder}: its checkpoint belongs to another run")

@@ -486,3 +486,18 @@ def test_a_ray_sweep_without_a_shared_folder_resumes_from_the_checkpoint(tmp_pat
     assert not (folder / CHECKPOINT_FILE).exists() and not (folder / PREVIOUS_FILE).exists()
     steps = pd.read_csv(folder / "steps.csv")
     assert steps["step"].tolist() == list(range(1, 41))  # each step once
+
+
+def test_a_run_resumes_from_another_working_directory(tmp_path, monkeypatch):
+    """``data.root: data`` is relative to where the run trained (meta.json's cwd)."""
+    work = tmp_path / "work"
+    make_idx_dataset(work / "data" / "MNIST" / "raw", n_train=300, n_test=60)
+    monkeypatch.chdir(work)
+    raw = tiny(data={"name": "mnist", "root": "data", "download": False})
+    raw["optim"].update(max_steps=30)
+    raw["train"]["checkpoint_every"] = 10
+    cfg = config_from_dict(raw)
+    reference = train(cfg, tmp_path / "a")
+    stopped = train(cfg, tmp_path / "b", on_progress=_signal_at(12))
+    monkeypatch.chdir(tmp_path)
+    assert_same_run(reference.path, resume(stopped.path).path)
