@@ -118,8 +118,8 @@ def read_checkpoint(
         return state, warning
     if not any((folder / name).exists() for name in CHECKPOINT_FILES):
         raise CheckpointError(
-            f"{folder}: no checkpoint to resume from (the run stopped before its first one); "
-            "train it again"
+            f"{folder}: no checkpoint to resume from (the run stopped before its first one, or "
+            "its checkpoints were removed); train it again"
         )
     raise CheckpointError("; ".join(problems))
 

@@ -60,6 +60,13 @@ class Resume:
     def step(self) -> int:
         return int(self.state["step"])
 
+    @property
+    def threads(self) -> int | None:
+        """The torch threads the run trained with (a resumed run uses them too: a CPU
+        matrix product's last bits depend on how it is split)."""
+        threads = self.meta.get("torch_threads")
+        return threads if isinstance(threads, int) and threads > 0 else None
+
     def check(
         self, meta: dict[str, Any], dataset: dict[str, Any], logs: dict[str, list[str]]
     ) -> None:
@@ -95,6 +102,8 @@ class Resume:
         keys = ("host", "gradlab_version", "torch_version", "torch_threads", "device", "cwd")
         return {
             "step": self.step,
+            "after": self.summary.get("status"),  # how the part before it ended
+            **({"error": self.summary["error"]} if self.summary.get("error") else {}),
             "started": meta.get("started"),
             "command": meta.get("command"),
             **{k: meta.get(k) for k in keys},
@@ -116,10 +125,12 @@ def prepare_resume(folder: str | Path, config: Config | None = None) -> tuple[Co
     folder = Path(folder)
     if not folder.is_dir():
         raise RunFolderError(f"{folder}: no such run folder")
+    if not (folder / SUMMARY_FILE).exists() and not (folder / CONFIG_FILE).exists():
+        raise RunFolderError(f"{folder}: not a run folder (no summary.json, no config.yaml)")
     summary, meta = read_summary(folder), read_meta(folder)
     status = run_status(summary, meta, folder)
     if status in ("completed", "diverged"):
-        steps = summary.get("steps")
+        steps = summary.get("diverged_step") or summary.get("steps")
         raise ResumeError(
             f"{folder}: the run {status} (at step {steps}): nothing to resume; train the "
             "config again for another run"

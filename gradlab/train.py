@@ -215,6 +215,7 @@ def train(
         step, epoch, done_in_epoch = r.start
         consecutive_skips, nonfinite_skips = r.skips
         in_epoch = done_in_epoch
+        logged = step
 
         # ---- the loop; every way out of it still ends in a truthful summary
         stop.arm()  # in the loop a second signal stops the run at once
@@ -317,6 +318,7 @@ def train(
                     r.steplog.record(
                         step, epoch, lr, len(idx), [*values, *edit_stats], r.probes.values()
                     )
+                    logged = step
                     if r.steplog.diverged_step is not None or (
                         consecutive_skips >= config.train.max_consecutive_skips
                     ):
@@ -331,6 +333,7 @@ def train(
                         r.checkpoint(step, epoch, in_epoch, consecutive_skips, nonfinite_skips)
         except KeyboardInterrupt:  # a second signal, mid-step: the last checkpoint stands
             status, mid_step = "interrupted", True
+            step = logged  # the steps it logged (a step cut short is not one)
         except Exception as exc:  # a bug or an environment failure: record it with the run
             status, error = "failed", _describe_failure(exc, r.folder.path)
 
@@ -594,6 +597,8 @@ def _build(
     ``resume``: the folder is the interrupted run's, checked against this setup before any
     of its files changes, and the run's state is its checkpoint's."""
     started = now_iso()
+    if resume is not None and resume.threads and resume.threads != torch.get_num_threads():
+        torch.set_num_threads(resume.threads)  # the numbers of a CPU matmul depend on them
     device = resolve_device(config.train.device)
     amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
     engine_name = resolve_engine(config.train.engine, amp_dtype)
@@ -683,6 +688,7 @@ def _build(
             folder.meta = resume.meta
             folder.write_meta({"resumed": [*resume.meta.get("resumed", []), resume.record(meta)]})
             folder.write_summary({"status": "running", "pid": os.getpid()})
+            (folder.path / "traceback.txt").unlink(missing_ok=True)  # of the run it goes on from
         else:
             folder = RunWriter.create(
                 runs_dir, config.name, config.to_yaml(), meta, columns, folder=run_folder,

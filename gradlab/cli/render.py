@@ -389,7 +389,7 @@ class SweepProgress:
     """A rich progress bar of a sweep: runs done / running / failed, with an ETA."""
 
     def __init__(self, total: int) -> None:
-        self.counts = {"done": 0, "running": 0, "failed": 0, "skipped": 0}
+        self.counts = {"done": 0, "running": 0, "failed": 0, "skipped": 0, "interrupted": 0}
         self._progress = Progress(
             TextColumn("[bold]sweep"),
             BarColumn(bar_width=24),
@@ -405,7 +405,11 @@ class SweepProgress:
     def _text(self) -> str:
         c = self.counts
         failed = f"[red]{c['failed']} failed[/]" if c["failed"] else "0 failed"
-        return f"{c['done']} done · {c['running']} running · {failed} · {c['skipped']} skipped"
+        stopped = f" · {c['interrupted']} interrupted" if c["interrupted"] else ""
+        return (
+            f"{c['done']} done · {c['running']} running · {failed} · {c['skipped']} skipped"
+            f"{stopped}"
+        )
 
     def __enter__(self) -> SweepProgress:
         return self  # the bar appears with the first event, once the sweep has started
@@ -432,7 +436,8 @@ class SweepProgress:
                 )
         else:
             self.counts["running"] = max(0, self.counts["running"] - 1)
-            self.counts["done" if run.status in ("done", "interrupted") else "failed"] += 1
+            kind = run.status if run.status in ("done", "interrupted") else "failed"
+            self.counts[kind] += 1
             if run.status not in ("done", "interrupted"):
                 self._progress.console.print(
                     f"[red]{user_text(run.status)}:[/] {user_text(run.name)} seed {run.seed}: "

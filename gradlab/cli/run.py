@@ -69,10 +69,14 @@ def train(
         changes = overrides(set_, name=name, seed=seed, **{"train.device": device})
         if resume is None and config is None:
             raise GradlabError("missing CONFIG: give an experiment config, or --resume RUN")
+        if resume is not None and str(resume).startswith("-"):
+            raise GradlabError(f"--resume {resume}: give the run folder to resume")
         if resume is not None and changes:
             raise GradlabError(
                 "--resume keeps the run's own config: no --set, --name, --seed or --device"
             )
+        if resume is not None and runs_dir != Path("runs"):
+            raise GradlabError("--resume goes on in the run's own folder: no --runs-dir")
         cfg = load_config(config, changes) if config is not None else None
         from gradlab.cli import render
         from gradlab.train import train as run_training

@@ -36,6 +36,10 @@ def _worker_main(conn, threads: int, parent: int) -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a process group of its own: Ctrl-C at the terminal reaches the sweep alone, which
+    # passes one stop to each worker (a second signal would stop a run mid-step, before
+    # the checkpoint of the step it stops at)
+    os.setpgrp()
     torch.set_num_threads(threads)
 
     def orphan_watch() -> None:

@@ -8,6 +8,7 @@ end through callbacks (:data:`Event`) so the sweep can show progress and keep
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,7 @@ def run_one(
     """
     import torch
 
-    from gradlab.train import train
+    from gradlab.train import SetupInterrupted, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -82,6 +83,11 @@ def run_one(
             "folder": result.path.name,
             "error": result.summary.get("error"),
         }
+    except SetupInterrupted as exc:  # stopped in setup's privacy accounting: not started
+        if run_folder is not None and not resume:
+            with contextlib.suppress(OSError):
+                run_folder.rmdir()  # still empty: the run never began
+        return {"status": "interrupted", "folder": None, "error": str(exc), "started": False}
     except GradlabError as exc:
         return record_failure(cfg, sweep_dir, str(exc), run_folder)
     except Exception as exc:  # noqa: BLE001 - a bug: still recorded, the others go on
@@ -185,6 +191,8 @@ def record_result(run: PlannedRun, result: dict[str, Any], on_done: Event) -> No
     """Copy a run's result (from :func:`run_one` or :func:`died`) into ``run``; tell ``on_done``."""
     run.status = "done" if result["status"] == "completed" else result["status"]
     run.folder, run.error = result.get("folder") or run.folder, result.get("error")
+    if result.get("started") is False and not run.resume:  # no folder: it never began
+        run.folder = None
     on_done(run)
 
 

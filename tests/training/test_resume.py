@@ -501,3 +501,92 @@ def test_a_run_resumes_from_another_working_directory(tmp_path, monkeypatch):
     stopped = train(cfg, tmp_path / "b", on_progress=_signal_at(12))
     monkeypatch.chdir(tmp_path)
     assert_same_run(reference.path, resume(stopped.path).path)
+
+
+def test_a_resumed_run_trains_with_the_threads_it_started_with(tmp_path):
+    threads = torch.get_num_threads()
+    cfg = _cfg(model={"hidden": 64}, optim={"batch_size": 100})
+    try:
+        torch.set_num_threads(1)
+        reference = train(cfg, tmp_path / "a")
+        stopped = train(cfg, tmp_path / "b", on_progress=_signal_at(20))
+        torch.set_num_threads(2)  # a sweep's worker, say, with another --jobs
+        result = resume(stopped.path)
+        record = json.loads((result.path / "meta.json").read_text())["resumed"][0]
+        assert record["torch_threads"] == 1 and record["after"] == "interrupted"
+        assert_same_run(reference.path, result.path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+FAILS_ONCE = """
+import torch
+from pathlib import Path
+from gradlab import Edit, EditParams
+
+class Params(EditParams):
+    marker: str
+
+class FailsOnce(Edit):
+    name = "fails_once"
+    Params = Params
+
+    def edit(self, grads, weights, step):
+        marker = Path(self.params.marker)
+        if step == 27 and not marker.exists():
+            marker.write_text("failed")
+            raise RuntimeError("a flaky file system")
+        return {"changed": torch.zeros((), device=next(iter(grads.values())).device)}
+"""
+
+
+def test_a_failed_run_goes_on_and_keeps_the_failure_in_its_record(tmp_path):
+    (tmp_path / "flaky.py").write_text(FAILS_ONCE)
+    edit = {"type": f"{tmp_path / 'flaky.py'}:FailsOnce", "marker": str(tmp_path / "m")}
+    cfg = _cfg(edit=[edit])
+    failed = train(cfg, tmp_path / "b")
+    assert failed.summary["status"] == "failed" and (failed.path / "traceback.txt").exists()
+    result = resume(failed.path)
+    assert result.summary["status"] == "completed" and result.summary["resumed"]["from_steps"] == [
+        20
+    ]
+    assert not (result.path / "traceback.txt").exists()
+    record = json.loads((result.path / "meta.json").read_text())["resumed"][0]
+    assert record["after"] == "failed" and "a flaky file system" in record["error"]
+    reference = train(cfg, tmp_path / "a")  # the marker is there: it never fails now
+    assert_same_run(reference.path, result.path)
+
+
+def test_a_sweep_run_stopped_in_setup_leaves_no_folder(tmp_path, monkeypatch):
+    """A signal during a private run's setup accounting: the run never began (no folder)."""
+    from gradlab.sweeps import worker
+    from gradlab.train import SetupInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise SetupInterrupted("SIGINT", solving=False)
+
+    monkeypatch.setattr(sys.modules["gradlab.train"], "train", interrupted)
+    folder = tmp_path / "s" / "claimed"
+    folder.mkdir(parents=True)
+    result = worker.run_one(tiny(), str(tmp_path / "s"), folder=str(folder))
+    assert result["status"] == "interrupted" and result["started"] is False
+    assert not folder.exists()
+
+
+def test_cli_resume_messages(tmp_path):
+    runner = CliRunner()
+    raw = tiny(optim={"lr": 1e6, "max_steps": 40})
+    diverged = train(config_from_dict(raw), tmp_path / "a")
+    out = runner.invoke(app, ["train", "--resume", str(diverged.path)])
+    assert (
+        out.exit_code == 2
+        and f"diverged (at step {diverged.summary['diverged_step']})" in out.output
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = runner.invoke(app, ["train", "--resume", str(empty)])
+    assert out.exit_code == 2 and "not a run folder" in out.output
+    out = runner.invoke(app, ["train", "--resume", "--quiet"])
+    assert out.exit_code == 2 and "give the run folder" in out.output
+    out = runner.invoke(app, ["train", "--resume", str(diverged.path), "--runs-dir", "x"])
+    assert out.exit_code == 2 and "no --runs-dir" in out.output
