@@ -67,8 +67,8 @@ def _config_file(folder: Path, root: Path, **sections) -> Path:
         "seed": 11,
         "data": {"name": "fashion-mnist", "root": str(root), "download": False},
         "model": {"hidden": 24},
-        # 600 steps cross an epoch boundary (469 batches of 128)
-        "optim": {"lr": 0.05, "batch_size": 128, "max_steps": 600, "momentum": 0.9},
+        # 300 steps cross an epoch boundary (235 batches of 256)
+        "optim": {"lr": 0.05, "batch_size": 256, "max_steps": 300, "momentum": 0.9},
         "edit": [{"type": "mask", "p": 0.8}, {"type": "noise", "sigma": 0.01}],
         "train": {
             "device": "cpu",
@@ -129,7 +129,6 @@ CASES = {
         "data": {"sampling": "poisson"},
         "edit": [{"type": "noise", "sigma": 0.01}],
         "privacy": {"noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountant": "rdp"},
-        "optim": {"max_steps": 540},
     },
 }
 
@@ -145,13 +144,13 @@ def test_killed_runs_resume_to_the_uninterrupted_run(case, fashion_sized, tmp_pa
     finally:
         torch.set_num_threads(threads)
     total, every = cfg.optim.max_steps, cfg.train.checkpoint_every
-    # three kills at random steps: early, middle, and in the second epoch (469 batches),
+    # three kills at random steps: early, middle, and in the second epoch (235 batches),
     # after a checkpoint there (a resume then draws that epoch's order again)
     rng = np.random.default_rng(sum(map(ord, case)))
-    second = 469 + 2 * every
+    second = 235 + 2 * every
     kills = [
-        int(rng.integers(30, 200)),
-        int(rng.integers(200, 450)),
+        int(rng.integers(30, 110)),
+        int(rng.integers(110, 230)),
         int(rng.integers(second, total - 5)),
     ]
     first = _run(config, tmp_path / "killed", kill_at=kills[0])
