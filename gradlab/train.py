@@ -68,10 +68,10 @@ from gradlab.runlog import (
     RunWriter,
 )
 from gradlab.steplog import StepLog, metric_columns, step_columns
+from gradlab.weights import BEST_FILE, MODEL_FILE, initial_weights, save_weights
 
 if TYPE_CHECKING:
     from gradlab.resume import Resume
-from gradlab.weights import BEST_FILE, MODEL_FILE, initial_weights, save_weights
 
 
 @dataclass
@@ -176,11 +176,12 @@ def train(
             does both): the result is the run that was never interrupted.
 
     Every ``train.checkpoint_every`` steps (default: about once a minute) and when a signal
-    stops the run, ``checkpoint.pt`` keeps what the run needs to go on (:mod:`gradlab.checkpoint`).
+    stops the run, ``checkpoint.pt`` keeps what the run needs to go on
+    (:mod:`gradlab.checkpoint`).
 
     SIGINT, SIGTERM and SIGHUP end the run like Ctrl-C: the step finishes, the logs are
-    flushed, a checkpoint is written, the model is evaluated and the summary says ``interrupted`` with the signal's
-    name in ``signal``; a second signal during the loop stops it at once (still with a
+    flushed, a checkpoint is written, the model is evaluated and the summary says
+    ``interrupted`` with the signal's name in ``signal``; a second signal during the loop stops it at once (still with a
     summary). Privacy accounting gives way at once to a signal that arrives while it runs in
     setup (the planned epsilon, solving ``target_epsilon``: no run starts) or after the loop
     (the summary then says epsilon was not computed). An exception, a write error included,
