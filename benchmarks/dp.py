@@ -346,6 +346,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine() -> str:
+    """The machine line every benchmark prints first: CPU, cores, platform, torch, threads."""
+    return (
+        f"machine: {cpu_name()}, {os.cpu_count()} cores ({platform.platform()}); torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, help="measured rounds (default 5; --quick 3)")
@@ -369,11 +377,7 @@ def main() -> None:
     data = load(args)
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / BATCH)
-    print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores ({platform.platform()}); "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"opacus {opacus_version() or 'not installed'}"
-    )
+    print(f"{machine()}; opacus {opacus_version() or 'not installed'}")
     print(
         f"data: {data.info.get('name')} ({n:,} training images, in memory); 784-{HIDDEN}-10 "
         f"ReLU, SGD lr {LR}, batch {BATCH}: {steps_per_epoch} steps per epoch; DP: sigma "

@@ -14,13 +14,11 @@ shows medians over --reps rounds of --steps steps.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
 import torch
-from dp import cpu_name
+from dp import machine
 
 from gradlab.config import ModelConfig, OptimConfig
 from gradlab.engines.analytic import AnalyticEngine
@@ -57,10 +55,7 @@ def main() -> None:
     x = torch.rand(N, 784, generator=g)
     y = torch.randint(0, 10, (N,), generator=g)
     cfg = ModelConfig(hidden=100)
-    print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores ({platform.platform()}); torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(machine())
     print(
         f"784-100-10 ReLU, batch {BATCH}, float32; median of {args.reps} rounds of {args.steps} steps"
     )

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -26,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from dp import DEFAULT_DATA, cpu_name, load
+from dp import DEFAULT_DATA, load, machine
 
 from gradlab.config import config_from_dict
 from gradlab.data import Dataset
@@ -157,10 +155,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load(args)
-    print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores ({platform.platform()}); torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(machine())
     print(
         f"data: {data.info.get('name')} ({len(data.train_x):,} training images); 784-100-10 "
         f"ReLU, SGD, batch {args.batch}; median of {args.reps} interleaved rounds"

@@ -41,6 +41,26 @@ if TYPE_CHECKING:
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 
 
+def activate(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = act(z)`` for ``relu``, ``tanh`` or ``sigmoid``."""
+    if activation == "relu":
+        torch.clamp_min(z, 0, out=out)
+    elif activation == "tanh":
+        torch.tanh(z, out=out)
+    else:
+        torch.sigmoid(z, out=out)
+
+
+def activation_backward(activation: str, d: torch.Tensor, a: torch.Tensor) -> None:
+    """``d *= act'(z)`` in place, from the activation's output ``a``."""
+    if activation == "relu":  # d * 1[z > 0] in one op, as autograd's ReLU does
+        _threshold_backward(d, a, 0.0, grad_input=d)
+    elif activation == "tanh":
+        d.mul_(1 - a * a)
+    else:
+        d.mul_(a * (1 - a))
+
+
 class AnalyticEngine(Engine):
     name = "analytic"
 
@@ -94,23 +114,6 @@ class AnalyticEngine(Engine):
             self._scales = (batch, scale)
         return self._scales[1]
 
-    def _activate(self, z: torch.Tensor, out: torch.Tensor) -> None:
-        if self.activation == "relu":
-            torch.clamp_min(z, 0, out=out)
-        elif self.activation == "tanh":
-            torch.tanh(z, out=out)
-        else:
-            torch.sigmoid(z, out=out)
-
-    def _activation_backward(self, d: torch.Tensor, a: torch.Tensor) -> None:
-        """``d *= act'(z)`` in place, from the activation's output ``a``."""
-        if self.activation == "relu":  # d * 1[z > 0] in one op, as autograd's ReLU does
-            _threshold_backward(d, a, 0.0, grad_input=d)
-        elif self.activation == "tanh":
-            d.mul_(1 - a * a)
-        else:
-            d.mul_(a * (1 - a))
-
     def _forward(
         self, x: torch.Tensor, y: torch.Tensor, w: dict[str, list[torch.Tensor]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +125,7 @@ class AnalyticEngine(Engine):
         inputs = x
         for i in range(last):
             torch.addmm(self.biases[i], inputs, self.weights_t[i], out=z[i])
-            self._activate(z[i], a[i])
+            activate(self.activation, z[i], a[i])
             inputs = a[i]
         torch.addmm(self.biases[last], inputs, self.weights_t[last], out=z[last])
         out = torch.clamp_min(z[last], 0, out=a[last]) if self.output_relu else z[last]
@@ -159,7 +162,7 @@ class AnalyticEngine(Engine):
             if i > 0:
                 scale = inv if i == last else 1.0
                 torch.addmm(d[i - 1], d[i], self.weights[i], beta=0, alpha=scale, out=d[i - 1])
-                self._activation_backward(d[i - 1], a[i - 1])
+                activation_backward(self.activation, d[i - 1], a[i - 1])
         return loss, out
 
     @torch.no_grad()
@@ -179,7 +182,7 @@ class AnalyticEngine(Engine):
         # d_b = dL_b/dz for every layer (the sum's gradient: no 1/B)
         for i in range(last, 0, -1):
             torch.mm(d[i], self.weights[i], out=d[i - 1])
-            self._activation_backward(d[i - 1], a[i - 1])
+            activation_backward(self.activation, d[i - 1], a[i - 1])
 
         # squared norms per example and tensor: ||a||^2 ||d||^2 (weight), ||d||^2 (bias)
         squared = x.new_empty(batch, 2 * (last + 1))

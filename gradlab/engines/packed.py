@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from gradlab.engines.analytic import activate, activation_backward
+
 if TYPE_CHECKING:
     from gradlab.model import MLP
 
@@ -71,22 +73,6 @@ class PackedAnalyticEngine:
     def replicas(self) -> int:
         return self.weights[0].shape[0]
 
-    def _activate(self, z: torch.Tensor, out: torch.Tensor) -> None:
-        if self.activation == "relu":
-            torch.clamp_min(z, 0, out=out)
-        elif self.activation == "tanh":
-            torch.tanh(z, out=out)
-        else:
-            torch.sigmoid(z, out=out)
-
-    def _activation_backward(self, d: torch.Tensor, a: torch.Tensor) -> None:
-        if self.activation == "relu":
-            _threshold_backward(d, a, 0.0, grad_input=d)
-        elif self.activation == "tanh":
-            d.mul_(1 - a * a)
-        else:
-            d.mul_(a * (1 - a))
-
     def _buffers(self, batch: int) -> dict[str, list[torch.Tensor]]:
         """Work tensors for this batch size (made once, reused at every step): per layer the
         pre-activations ``z``, the activations ``a`` and the gradients ``d``."""
@@ -126,7 +112,7 @@ class PackedAnalyticEngine:
                 self.biases[i].unsqueeze(1), inputs, self.weights[i].transpose(1, 2), out=z[i]
             )
             if i < last:
-                self._activate(z[i], a[i])
+                activate(self.activation, z[i], a[i])
                 inputs = a[i]
         out = torch.clamp_min(z[last], 0, out=a[last]) if self.output_relu else z[last]
         dout = d[last]
@@ -148,7 +134,7 @@ class PackedAnalyticEngine:
                 torch.bmm(d[i], self.weights[i], out=d[i - 1])
                 if i == last:
                     d[i - 1].mul_(inv)
-                self._activation_backward(d[i - 1], a[i - 1])
+                activation_backward(self.activation, d[i - 1], a[i - 1])
         return loss, out
 
 

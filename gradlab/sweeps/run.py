@@ -37,25 +37,16 @@ EXECUTORS = ("local", "ray")
 # --------------------------------------------------------------------------- resume
 
 
-def completed_runs(sweep_dir: Path) -> dict[tuple[str, int], Path]:
-    """(experiment key, seed) -> folder of the newest completed run of it in ``sweep_dir``.
+def previous_runs(
+    sweep_dir: Path,
+) -> tuple[dict[tuple[str, int], Path], dict[tuple[str, int], Path]]:
+    """The runs already in ``sweep_dir``, by (experiment key, seed): the newest completed
+    one of each, and the newest one that stopped before its end (interrupted, failed or
+    crashed) with a checkpoint to go on from.
 
     The key is computed from each folder's config.yaml and meta.json (not the hash its
     meta.json recorded), so runs written under an older definition still count.
     """
-    return _runs_by_experiment(sweep_dir)[0]
-
-
-def resumable_runs(sweep_dir: Path) -> dict[tuple[str, int], Path]:
-    """(experiment key, seed) -> folder of the newest run of it that stopped before its end
-    (interrupted, failed or crashed) and has a checkpoint to go on from."""
-    return _runs_by_experiment(sweep_dir)[1]
-
-
-def _runs_by_experiment(
-    sweep_dir: Path,
-) -> tuple[dict[tuple[str, int], Path], dict[tuple[str, int], Path]]:
-
     done: dict[tuple[str, int], Path] = {}
     stopped: dict[tuple[str, int], Path] = {}
     if not sweep_dir.is_dir():
@@ -266,7 +257,7 @@ def _execute(
     restart: bool = False,
 ) -> Path:
     jobs = jobs or os.cpu_count() or 1
-    done, stopped = _runs_by_experiment(sweep_dir)
+    done, stopped = previous_runs(sweep_dir)
     if rerun:
         done = {}
     if rerun or restart:
